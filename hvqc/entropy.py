@@ -1,0 +1,183 @@
+"""Entropy coding: probabilities in, bytes out.
+
+The model's prior emits float logits. This module turns them into integer
+probability tables by a deterministic fixed-point procedure, so that encoder and
+decoder derive identical tables even when the float logits differ in the last
+bits (e.g. different thread counts or kernels). It then drives constriction's
+range coder. The coder is a queue (FIFO): symbols are decoded in the order they
+were encoded, possibly over several calls. The codec relies on this: it decodes
+one group of positions, runs the prior on them, then decodes the next group from
+the same stream.
+"""
+
+from __future__ import annotations
+
+import math
+
+import constriction
+import numpy as np
+
+PRECISION = 16  # integer pmf rows sum to 2**PRECISION
+LOGIT_STEP = 1 / 16  # logits are rounded to this grid (in nats) before use
+LOGIT_RANGE = 24.0  # logits below max - LOGIT_RANGE are clamped there
+
+_TOTAL = 1 << PRECISION
+_QMIN = round(LOGIT_RANGE / LOGIT_STEP)
+# Constant table: EXP_TABLE[j] = round(2**24 * exp(-j * LOGIT_STEP)). It is built
+# once at import with math.exp, whose results for these few arguments are fixed
+# constants; everything downstream of it is integer arithmetic.
+EXP_TABLE = np.array([round(2**24 * math.exp(-j * LOGIT_STEP)) for j in range(_QMIN + 1)], dtype=np.int64)
+
+_MODEL = constriction.stream.model.Categorical(perfect=False)
+
+
+class CoderError(ValueError):
+    """Bad input to the coder or a stream that does not decode (e.g. truncated/corrupt)."""
+
+
+def quantize_logits(logits: np.ndarray) -> np.ndarray:
+    """Rounds logits to the LOGIT_STEP grid, relative to the row max.
+
+    The row max is subtracted in float64 before rounding, so adding a constant
+    to a row leaves the result unchanged (away from grid boundaries).
+
+    Args:
+        logits: float array [N, K], finite.
+
+    Returns:
+        int32 [N, K] in [-round(LOGIT_RANGE / LOGIT_STEP), 0]; each row's max is 0.
+
+    Raises:
+        CoderError: if logits is not 2-D or not finite.
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    if x.ndim != 2 or not np.all(np.isfinite(x)):
+        raise CoderError(f"logits must be a finite 2-D array, got shape {x.shape}")
+    if x.size == 0:
+        return np.zeros(x.shape, dtype=np.int32)
+    q = np.rint((x - x.max(axis=1, keepdims=True)) / LOGIT_STEP)
+    return np.clip(q, -_QMIN, 0).astype(np.int32)
+
+
+def pmf_from_logits(logits: np.ndarray) -> np.ndarray:
+    """Turns float logits into integer probability tables (integer-only after quantizing).
+
+    Weights are EXP_TABLE[-q], scaled (floor) to total 2**PRECISION - K; then 1 is
+    added to every entry and the flooring remainder goes to the row's argmax
+    (first index on ties).
+
+    Args:
+        logits: float array [N, K].
+
+    Returns:
+        int64 [N, K]; every row sums exactly to 2**PRECISION, every entry >= 1.
+
+    Raises:
+        CoderError: if K > 2**PRECISION // 2 or logits are not 2-D and finite.
+    """
+    q = quantize_logits(logits)
+    n, k = q.shape
+    if k > _TOTAL // 2 or k < 1:
+        raise CoderError(f"alphabet size must be in [1, {_TOTAL // 2}], got {k}")
+    w = EXP_TABLE[-q.astype(np.int64)]  # <= 2**24 each; products below fit in int64
+    free = _TOTAL - k
+    pmf = w * free // w.sum(axis=1, keepdims=True) + 1
+    pmf[np.arange(n), np.argmax(q, axis=1)] += _TOTAL - pmf.sum(axis=1)
+    return pmf
+
+
+def cost_bits(symbols: np.ndarray, pmf: np.ndarray) -> float:
+    """Returns -sum log2(pmf[i, s_i] / 2**PRECISION): the ideal code length in bits."""
+    symbols, pmf = _check(symbols, pmf)
+    p = pmf[np.arange(len(symbols)), symbols].astype(np.float64)
+    return float(-np.sum(np.log2(p / _TOTAL)))
+
+
+def _check_pmf(pmf: np.ndarray) -> np.ndarray:
+    pmf = np.asarray(pmf)
+    if pmf.ndim != 2 or pmf.dtype.kind not in "iu" or pmf.shape[1] < 1:
+        raise CoderError(f"pmf must be an integer [N, K] array, got {pmf.dtype} {pmf.shape}")
+    pmf = pmf.astype(np.int64)
+    if pmf.size and (pmf.min() < 1 or np.any(pmf.sum(axis=1) != _TOTAL)):
+        raise CoderError(f"pmf rows must be >= 1 and sum to 2**{PRECISION}")
+    return pmf
+
+
+def _check(symbols: np.ndarray, pmf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pmf = _check_pmf(pmf)
+    s = np.asarray(symbols)
+    if s.ndim != 1 or s.dtype.kind not in "iu" or len(s) != len(pmf):
+        raise CoderError(f"symbols must be integer [{len(pmf)}], got {s.dtype} {s.shape}")
+    if s.size and (s.min() < 0 or s.max() >= pmf.shape[1]):
+        raise CoderError(f"symbols must lie in [0, {pmf.shape[1]})")
+    return s.astype(np.int64), pmf
+
+
+def _probs(pmf: np.ndarray) -> np.ndarray:
+    # Exact dyadic floats: both sides hand constriction bit-identical inputs.
+    return pmf.astype(np.float64) / _TOTAL
+
+
+class Encoder:
+    """Range encoder over integer pmf tables."""
+
+    def __init__(self) -> None:
+        self._coder = constriction.stream.queue.RangeEncoder()
+
+    def encode(self, symbols: np.ndarray, pmf: np.ndarray) -> None:
+        """Appends symbols [N] (ints in [0, K)) coded with pmf [N, K] from pmf_from_logits."""
+        s, pmf = _check(symbols, pmf)
+        if s.size and pmf.shape[1] > 1:  # K == 1 carries no information
+            self._coder.encode(s.astype(np.int32), _MODEL, _probs(pmf))
+
+    def finish(self) -> bytes:
+        """Returns the stream: constriction's uint32 words as little-endian bytes."""
+        return self._coder.get_compressed().astype("<u4").tobytes()
+
+
+class Decoder:
+    """Range decoder; call decode with the same pmf sequence the encoder used."""
+
+    def __init__(self, data: bytes) -> None:
+        if len(data) % 4 != 0:
+            raise CoderError(f"corrupt payload: length {len(data)} is not a multiple of 4")
+        words = np.frombuffer(bytes(data), dtype="<u4").astype(np.uint32)
+        try:
+            self._coder = constriction.stream.queue.RangeDecoder(words)
+        except Exception as e:  # noqa: BLE001 - any constriction failure is a bad stream
+            raise CoderError(f"corrupt payload: {e}") from e
+
+    def decode(self, pmf: np.ndarray) -> np.ndarray:
+        """Decodes len(pmf) symbols; returns int64 [N]."""
+        pmf = _check_pmf(pmf)
+        if pmf.shape[0] == 0 or pmf.shape[1] == 1:
+            return np.zeros(pmf.shape[0], dtype=np.int64)
+        try:
+            out = self._coder.decode(_MODEL, _probs(pmf))
+        except Exception as e:  # noqa: BLE001
+            raise CoderError(f"corrupt payload: {e}") from e
+        return np.asarray(out, dtype=np.int64)
+
+    def finish(self) -> None:
+        """Raises CoderError if the stream was not consumed exactly (where constriction can tell)."""
+        try:
+            exhausted = self._coder.maybe_exhausted()
+        except Exception as e:  # noqa: BLE001
+            raise CoderError(f"corrupt payload: {e}") from e
+        if not exhausted:
+            raise CoderError("corrupt payload: stream not consumed exactly (truncated or trailing data)")
+
+
+def encode_symbols(symbols: np.ndarray, pmf: np.ndarray) -> bytes:
+    """Encodes symbols [N] with pmf [N, K] in one call; returns the stream."""
+    enc = Encoder()
+    enc.encode(symbols, pmf)
+    return enc.finish()
+
+
+def decode_symbols(data: bytes, pmf: np.ndarray) -> np.ndarray:
+    """Decodes len(pmf) symbols from a whole stream and checks it was fully consumed."""
+    dec = Decoder(data)
+    out = dec.decode(pmf)
+    dec.finish()
+    return out

@@ -1,0 +1,175 @@
+"""The hierarchy of VQ levels, after HQA (Williams et al., NeurIPS 2020).
+
+Level 0 encodes the signal; level ``l > 0`` encodes the (pre-quantization) latent of
+level ``l - 1`` at half its resolution and its decoder reconstructs that latent.
+Decoding from level ``l`` goes down the chain: the prediction of the level below is
+re-quantized with that level's codebook (or replaced by its transmitted codes) and
+decoded again, down to the signal. Each level carries a :class:`ContextPrior`
+conditioned on the prediction from the level above (the top one unconditional).
+
+Modality-agnostic: the image and speech paths only choose ``dims`` and channels.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import Decoder, Encoder
+from .prior import ContextPrior
+from .quantize import GumbelQuantizer
+
+__all__ = ["LevelSpec", "HierarchyConfig", "Level", "LevelStats", "HierarchyOutput",
+           "HierarchicalVQVAE"]
+
+
+@dataclass
+class LevelSpec:
+    """Hyper-parameters of one level."""
+
+    codes: int = 256
+    dim: int = 64
+    hidden: int = 128
+    down: int = 1
+    blocks: int = 2
+    prior_hidden: int = 128
+    prior_blocks: int = 2
+    prior_phase: int = 2
+    kl_weight: float = 1e-3
+    commit_weight: float = 0.25
+
+
+@dataclass
+class HierarchyConfig:
+    """Everything needed to rebuild a model; stored inside its weights file."""
+
+    dims: int = 2
+    channels: int = 3
+    levels: list[LevelSpec] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HierarchyConfig":
+        return cls(dims=d["dims"], channels=d["channels"],
+                   levels=[LevelSpec(**lv) for lv in d["levels"]])
+
+    def stride(self, level: int) -> int:
+        """Signal samples per latent position along each axis at ``level`` (0-based)."""
+        return 2 ** sum(lv.down for lv in self.levels[: level + 1])
+
+
+class Level(nn.Module):
+    """Encoder, quantizer, decoder and prior of one level."""
+
+    def __init__(self, spec: LevelSpec, dims: int, cin: int, cond: int):
+        super().__init__()
+        self.encoder = Encoder(dims, cin, spec.dim, spec.hidden, spec.down, spec.blocks)
+        self.quantizer = GumbelQuantizer(spec.codes, spec.dim, spec.kl_weight, spec.commit_weight)
+        self.decoder = Decoder(dims, spec.dim, cin, spec.hidden, spec.down, spec.blocks)
+        self.prior = ContextPrior(spec.codes, cond, dims, hidden=spec.prior_hidden,
+                                  blocks=spec.prior_blocks, phase=spec.prior_phase)
+
+
+@dataclass
+class LevelStats:
+    """Training quantities of one level (all scalars)."""
+
+    recon: torch.Tensor       # normalised MSE of the reconstruction of the level below
+    quant: torch.Tensor       # KL + commitment
+    bits: torch.Tensor        # prior cross-entropy, bits per position
+    perplexity: torch.Tensor
+
+
+@dataclass
+class HierarchyOutput:
+    x_hat: torch.Tensor             # level-0 reconstruction of the signal
+    levels: list[LevelStats]
+    latents: list[torch.Tensor]     # pre-quantization latents per level
+    indices: list[torch.Tensor]
+
+
+class HierarchicalVQVAE(nn.Module):
+    """A stack of VQ levels; level 0 is the finest.
+
+    Verbs: :meth:`encode` (signal -> indices per level), :meth:`decode` (indices of
+    some levels -> signal), :meth:`predict` (one level's codes -> prediction of the
+    level below), :meth:`forward` (training).
+    """
+
+    def __init__(self, config: HierarchyConfig):
+        super().__init__()
+        self.config = config
+        specs = config.levels
+        self.levels = nn.ModuleList(
+            Level(s, config.dims, config.channels if i == 0 else specs[i - 1].dim,
+                  0 if i == len(specs) - 1 else s.dim)
+            for i, s in enumerate(specs))
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.levels)
+
+    def latents(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Pre-quantization latents of every level, bottom first."""
+        out, h = [], x
+        for lv in self.levels:
+            h = lv.encoder(h)
+            out.append(h)
+        return out
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Deterministic (argmax) code indices of every level, bottom first."""
+        return [lv.quantizer.encode(z) for lv, z in zip(self.levels, self.latents(x))]
+
+    def predict(self, level: int, indices: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Decode one level's codes into a prediction of the level below (or the signal)."""
+        lv = self.levels[level]
+        return lv.decoder(lv.quantizer.decode(indices, dtype))
+
+    def descend(self, level: int, indices: torch.Tensor,
+                given: dict[int, torch.Tensor] | None = None) -> dict[int, torch.Tensor]:
+        """Codes of every level below ``level``: transmitted ones from ``given``, the
+        rest by re-quantizing the prediction from above (HQA's decoding)."""
+        given = dict(given or {})
+        codes = {level: indices}
+        for l in range(level, 0, -1):
+            if l - 1 in given:
+                codes[l - 1] = given[l - 1]
+            else:
+                codes[l - 1] = self.levels[l - 1].quantizer.encode(self.predict(l, codes[l]))
+        return codes
+
+    def decode(self, level: int, indices: torch.Tensor,
+               given: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """Signal from the codes of ``level`` (and any transmitted lower levels)."""
+        return self.predict(0, self.descend(level, indices, given)[0])
+
+    def forward(self, x: torch.Tensor, tau: float = 1.0) -> HierarchyOutput:
+        """Training pass. Each level learns to reconstruct the (detached) latent of the
+        level below; priors learn on detached codes and predictions."""
+        stats, latents, indices = [], [], []
+        target, h, x_hat = x, x, None
+        for i, lv in enumerate(self.levels):
+            z = lv.encoder(h)
+            q = lv.quantizer(z, tau)
+            rec = lv.decoder(q.quantized)
+            if i == 0:
+                x_hat = rec
+                recon = F.mse_loss(rec, target)
+            else:
+                recon = F.mse_loss(rec, target) / target.var().clamp_min(1e-6)
+            stats.append(LevelStats(recon, q.loss, torch.zeros(()), q.perplexity))
+            latents.append(z)
+            indices.append(q.indices)
+            target = h = z.detach()
+        for i, lv in enumerate(self.levels):
+            cond = None
+            if i + 1 < self.num_levels:
+                with torch.no_grad():
+                    cond = self.predict(i + 1, indices[i + 1])
+            stats[i].bits = lv.prior(indices[i], cond)
+        return HierarchyOutput(x_hat, stats, latents, indices)

@@ -1,0 +1,137 @@
+"""The image modality: model builders, image IO with mode handling, padding, data.
+
+Images enter the model as ``[1, 3, H, W]`` floats in [0, 1]; gray images are
+replicated to three channels and averaged back on output. Alpha is not modelled:
+it travels losslessly beside the codes (see :func:`split_alpha`).
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+from .hierarchy import HierarchyConfig, LevelSpec
+
+__all__ = ["photo_config", "load_image", "to_tensor", "from_tensor", "pad_to", "CropSampler",
+           "IMAGE_SUFFIXES", "MODES"]
+
+MODES = ("L", "LA", "RGB", "RGBA", "I;16")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
+
+
+def photo_config() -> HierarchyConfig:
+    """The natural-photo model: codes at strides 8, 16 and 32 (0.14, 0.031, 0.0078 bpp nominal)."""
+    return HierarchyConfig(dims=2, channels=3, levels=[
+        LevelSpec(codes=512, dim=64, hidden=128, down=3, blocks=2, prior_hidden=128),
+        LevelSpec(codes=256, dim=64, hidden=128, down=1, blocks=2, prior_hidden=128),
+        LevelSpec(codes=256, dim=64, hidden=128, down=1, blocks=2, prior_hidden=96),
+    ])
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open any Pillow-readable image, apply EXIF orientation, and normalise its mode
+    to one of :data:`MODES` (palette -> RGB/RGBA, 1-bit -> L, CMYK -> RGB, ...)."""
+    img = Image.open(path)
+    img.load()
+    img = ImageOps.exif_transpose(img)
+    m = img.mode
+    if m in MODES:
+        return img
+    if m == "P":
+        return img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if m == "PA":
+        return img.convert("RGBA")
+    if m in ("1", "F"):
+        return img.convert("L")
+    if m.startswith("I;16") or m == "I":
+        arr = np.asarray(img, dtype=np.int64).clip(0, 65535).astype(np.uint16)
+        return Image.fromarray(arr, mode="I;16")
+    if m in ("La",):
+        return img.convert("LA")
+    if m in ("RGBa", "RGBX") or "A" in m:
+        return img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def to_tensor(img: Image.Image) -> tuple[torch.Tensor, np.ndarray | None]:
+    """``PIL.Image`` (a :data:`MODES` mode) -> (``[1, 3, H, W]`` float in [0, 1], alpha or None)."""
+    alpha = None
+    if img.mode == "I;16":
+        arr = np.asarray(img, dtype=np.float32) / 65535.0
+        x = torch.from_numpy(arr)[None].expand(3, -1, -1)
+    else:
+        if img.mode in ("LA", "RGBA"):
+            alpha = np.asarray(img.getchannel("A"), dtype=np.uint8).copy()
+        arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+        x = torch.from_numpy(arr).permute(2, 0, 1)
+    return x[None].contiguous(), alpha
+
+
+def from_tensor(x: torch.Tensor, mode: str, alpha: np.ndarray | None = None) -> Image.Image:
+    """Inverse of :func:`to_tensor`: ``[1, 3, H, W]`` -> image in ``mode``."""
+    x = x.detach().float().clamp(0, 1)[0]
+    if mode == "I;16":
+        g = (x.mean(0) * 65535).round().to(torch.int32).numpy().astype(np.uint16)
+        return Image.fromarray(g, mode="I;16")
+    rgb = (x.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    img = Image.fromarray(rgb, mode="RGB")
+    if mode in ("L", "LA"):
+        img = Image.fromarray((x.mean(0) * 255).round().to(torch.uint8).numpy(), mode="L")
+    if mode in ("LA", "RGBA"):
+        a = Image.fromarray(alpha if alpha is not None else
+                            np.full(img.size[::-1], 255, np.uint8), mode="L")
+        img.putalpha(a)
+    return img
+
+
+def pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Replicate-pad ``[B, C, H, W]`` on the bottom/right to a multiple of ``multiple``."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+class CropSampler:
+    """Random training crops from image folders, decoded once and kept in memory.
+
+    Args:
+        folders: directories searched recursively for images.
+        crop: side of the square crops.
+        seed: seed of the sampler's own RNG.
+    """
+
+    def __init__(self, folders: list[Path], crop: int, seed: int = 0):
+        files = sorted(p for f in folders for p in Path(f).rglob("*")
+                       if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"no training images under {[str(f) for f in folders]}")
+        self.crop, self.rng = crop, random.Random(seed)
+        self.images: list[torch.Tensor] = []
+        for p in files:
+            img = Image.open(p).convert("RGB")
+            if min(img.size) < crop:
+                s = crop / min(img.size)
+                img = img.resize((max(crop, round(img.width * s)), max(crop, round(img.height * s))),
+                                 Image.BICUBIC)
+            self.images.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def sample(self, batch: int) -> torch.Tensor:
+        """``[batch, 3, crop, crop]`` float crops in [0, 1] with random flips."""
+        out = []
+        for _ in range(batch):
+            im = self.images[self.rng.randrange(len(self.images))]
+            h, w = im.shape[1:]
+            y, x = self.rng.randrange(h - self.crop + 1), self.rng.randrange(w - self.crop + 1)
+            c = im[:, y:y + self.crop, x:x + self.crop]
+            if self.rng.random() < 0.5:
+                c = c.flip(2)
+            out.append(c)
+        return torch.stack(out).float().div_(255)

@@ -1,0 +1,97 @@
+"""Convolutional building blocks shared by every modality.
+
+Everything here is parameterised by ``dims`` (1 for speech, 2 for images), so the
+image and speech paths build their encoders and decoders from the same blocks and
+never import each other.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["conv", "ResBlock", "Encoder", "Decoder"]
+
+
+def conv(dims: int, cin: int, cout: int, kernel: int = 3, stride: int = 1,
+         transpose: bool = False) -> nn.Module:
+    """A 1-D or 2-D (transposed) convolution with "same"-style padding.
+
+    Stride-2 layers use kernel 4 and padding 1, so each halves (or doubles) the
+    length of every spatial axis exactly.
+    """
+    if transpose:
+        cls = nn.ConvTranspose1d if dims == 1 else nn.ConvTranspose2d
+        return cls(cin, cout, 4, stride=2, padding=1)
+    cls = nn.Conv1d if dims == 1 else nn.Conv2d
+    if stride == 2:
+        return cls(cin, cout, 4, stride=2, padding=1)
+    return cls(cin, cout, kernel, stride=1, padding=kernel // 2)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block: x + conv1x1(act(conv3x3(act(x))))."""
+
+    def __init__(self, dims: int, channels: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or channels
+        self.body = nn.Sequential(
+            nn.SiLU(), conv(dims, channels, hidden, 3),
+            nn.SiLU(), conv(dims, hidden, channels, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class Encoder(nn.Module):
+    """Downsample by ``2**down`` along every spatial axis, then map to ``cout`` channels.
+
+    Args:
+        dims: 1 or 2 spatial dimensions.
+        cin: input channels.
+        cout: output (latent) channels.
+        hidden: width of the residual trunk.
+        down: number of stride-2 stages.
+        blocks: number of residual blocks after downsampling.
+
+    Shapes: ``[B, cin, *S] -> [B, cout, *(S / 2**down)]``.
+    """
+
+    def __init__(self, dims: int, cin: int, cout: int, hidden: int, down: int, blocks: int = 2):
+        super().__init__()
+        layers: list[nn.Module] = []
+        widths = [max(hidden // 2 ** (down - 1 - i), 32) if i < down - 1 else hidden
+                  for i in range(down)]
+        c = cin
+        for w in widths:
+            layers += [conv(dims, c, w, stride=2), nn.SiLU()]
+            c = w
+        if down == 0:
+            layers += [conv(dims, c, hidden, 3)]
+            c = hidden
+        layers += [ResBlock(dims, c) for _ in range(blocks)]
+        layers += [nn.SiLU(), conv(dims, c, cout, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """Mirror of :class:`Encoder`: ``[B, cin, *S] -> [B, cout, *(S * 2**up)]``."""
+
+    def __init__(self, dims: int, cin: int, cout: int, hidden: int, up: int, blocks: int = 2):
+        super().__init__()
+        layers: list[nn.Module] = [conv(dims, cin, hidden, 3)]
+        layers += [ResBlock(dims, hidden) for _ in range(blocks)]
+        widths = [max(hidden // 2 ** (i + 1), 32) if i < up - 1 else max(hidden // 2 ** up, 32)
+                  for i in range(up)]
+        c = hidden
+        for w in widths:
+            layers += [nn.SiLU(), conv(dims, c, w, transpose=True)]
+            c = w
+        layers += [nn.SiLU(), conv(dims, c, cout, 3)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

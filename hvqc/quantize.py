@@ -1,0 +1,137 @@
+"""The stochastic vector quantizer of HQA (Williams et al., NeurIPS 2020, Sec. 3).
+
+Training draws a relaxed one-hot code from a Gumbel-softmax over the negative
+squared distances between the encoder output and the codebook; the loss adds the
+KL divergence of that posterior to a uniform prior and a probability-weighted
+commitment term. At evaluation the code is the argmax (nearest codeword), so the
+transmitted indices are deterministic.
+
+Codebooks are initialised from encoder outputs (k-means on a batch) and dead
+codes are reset in bulk to recent encoder outputs: a codebook initialised at
+random collapses on a small compute budget.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["QuantizeOutput", "GumbelQuantizer"]
+
+
+@dataclass
+class QuantizeOutput:
+    """Result of :meth:`GumbelQuantizer.forward`.
+
+    Attributes:
+        quantized: ``[B, D, *S]`` codeword (soft mixture in training, hard at eval).
+        indices: ``[B, *S]`` int64 argmax codes.
+        loss: scalar, ``kl_weight * KL + commit_weight * commitment``.
+        perplexity: scalar, ``exp(H)`` of the batch code histogram.
+    """
+
+    quantized: torch.Tensor
+    indices: torch.Tensor
+    loss: torch.Tensor
+    perplexity: torch.Tensor
+
+
+def _to_rows(z: torch.Tensor) -> torch.Tensor:
+    """``[B, D, *S] -> [B * prod(S), D]``."""
+    return z.movedim(1, -1).reshape(-1, z.shape[1])
+
+
+class GumbelQuantizer(nn.Module):
+    """Codebook quantizer with a Gumbel-softmax posterior over ``-||z - e_k||^2``.
+
+    Args:
+        num_codes: codebook size K.
+        dim: codeword dimension D.
+        kl_weight: weight of KL(q(k|z) || Uniform(K)).
+        commit_weight: weight of ``sum_k q(k|z) ||z - e_k||^2``.
+    """
+
+    def __init__(self, num_codes: int, dim: int, kl_weight: float = 1e-3,
+                 commit_weight: float = 0.25):
+        super().__init__()
+        self.num_codes, self.dim = num_codes, dim
+        self.kl_weight, self.commit_weight = kl_weight, commit_weight
+        self.codebook = nn.Parameter(torch.randn(num_codes, dim) / math.sqrt(dim))
+        self.register_buffer("usage", torch.ones(num_codes) / num_codes)
+        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+
+    def distances(self, rows: torch.Tensor) -> torch.Tensor:
+        """Squared distances ``[N, D] -> [N, K]``."""
+        cb = self.codebook.to(rows.dtype)
+        return (rows.pow(2).sum(1, keepdim=True) - 2 * rows @ cb.t()
+                + cb.pow(2).sum(1)[None]).clamp_min(0)
+
+    def encode(self, z: torch.Tensor) -> torch.Tensor:
+        """Nearest codeword indices: ``[B, D, *S] -> [B, *S]`` (int64)."""
+        idx = self.distances(_to_rows(z)).argmin(1)
+        return idx.view(z.shape[0], *z.shape[2:])
+
+    def decode(self, indices: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Codewords for indices: ``[B, *S] -> [B, D, *S]``."""
+        cb = self.codebook if dtype is None else self.codebook.to(dtype)
+        return F.embedding(indices, cb).movedim(-1, 1)
+
+    def forward(self, z: torch.Tensor, tau: float = 1.0) -> QuantizeOutput:
+        """Quantize ``z`` (``[B, D, *S]``); stochastic and differentiable in training mode."""
+        rows = _to_rows(z)
+        d = self.distances(rows)
+        logits = -d
+        indices = d.argmin(1)
+        if self.training:
+            soft = F.gumbel_softmax(logits, tau=tau, hard=False)
+            q_rows = soft @ self.codebook
+            log_q = F.log_softmax(logits, 1)
+            q = log_q.exp()
+            kl = (q * (log_q + math.log(self.num_codes))).sum(1).mean()
+            commit = (q * d).sum(1).mean() / self.dim
+            loss = self.kl_weight * kl + self.commit_weight * commit
+            with torch.no_grad():
+                hist = torch.bincount(indices, minlength=self.num_codes).float() / len(indices)
+                self.usage.mul_(0.99).add_(hist, alpha=0.01)
+        else:
+            q_rows = self.codebook[indices]
+            loss = z.new_zeros(())
+            hist = torch.bincount(indices, minlength=self.num_codes).float() / len(indices)
+        quantized = q_rows.view(z.shape[0], *z.shape[2:], self.dim).movedim(-1, 1)
+        ent = -(hist * hist.clamp_min(1e-12).log()).sum()
+        return QuantizeOutput(quantized, indices.view(z.shape[0], *z.shape[2:]), loss, ent.exp())
+
+    @torch.no_grad()
+    def init_from(self, z: torch.Tensor, iters: int = 10) -> None:
+        """k-means initialisation of the codebook from encoder outputs ``[B, D, *S]``."""
+        rows = _to_rows(z.detach()).float()
+        if len(rows) < self.num_codes:
+            rows = rows.repeat(math.ceil(self.num_codes / len(rows)), 1)
+            rows = rows + 1e-3 * rows.std() * torch.randn_like(rows)
+        cb = rows[torch.randperm(len(rows))[: self.num_codes]].clone()
+        for _ in range(iters):
+            assign = torch.cdist(rows, cb).argmin(1)
+            sums = torch.zeros_like(cb).index_add_(0, assign, rows)
+            counts = torch.bincount(assign, minlength=self.num_codes).float()
+            filled = counts > 0
+            cb[filled] = sums[filled] / counts[filled, None]
+        self.codebook.data.copy_(cb)
+        self.usage.fill_(1.0 / self.num_codes)
+        self.initialised.fill_(True)
+
+    @torch.no_grad()
+    def reset_dead(self, z: torch.Tensor, threshold: float = 0.03) -> int:
+        """Move every code whose usage EMA is below ``threshold / K`` onto a random
+        encoder output from ``z`` (plus a little noise). Returns how many were reset."""
+        dead = (self.usage < threshold / self.num_codes).nonzero().flatten()
+        if len(dead) == 0:
+            return 0
+        rows = _to_rows(z.detach()).float()
+        pick = rows[torch.randint(len(rows), (len(dead),), device=rows.device)]
+        noise = 0.01 * rows.std() * torch.randn_like(pick)
+        self.codebook.data[dead] = pick + noise
+        self.usage[dead] = 1.0 / self.num_codes
+        return len(dead)

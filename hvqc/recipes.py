@@ -1,0 +1,46 @@
+"""Training recipes: which data, crops, losses and settings make each shipped model.
+
+``hvqc train`` calls these; the weights manifest records the command that did.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from pytorch_msssim import ms_ssim
+
+from .data import require
+from .image import CropSampler, photo_config
+from .train import TrainSettings, train
+
+__all__ = ["RECIPES", "photo_distortion", "train_recipe"]
+
+PHOTO_FOLDERS = ("bsds500", "imagenet_sample", "sun_hays80")   # never kodak
+MSSSIM_WEIGHTS = [0.0448, 0.2856, 0.3001, 0.2363]                # 4 scales, 7-px window: fits 128 px crops
+
+
+def photo_distortion(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``(1 - MS-SSIM) + 10 * MSE`` on [0, 1] RGB: MS-SSIM-weighted, with MSE to keep colour."""
+    x_hat = x_hat + (x_hat.clamp(0, 1) - x_hat).detach()   # straight-through clamp
+    w = torch.tensor(MSSSIM_WEIGHTS)
+    return (1 - ms_ssim(x_hat, x, data_range=1.0, weights=w, win_size=7)) + 10 * F.mse_loss(x_hat, x)
+
+
+def train_photo(run_dir: Path, steps: int, batch: int = 8, crop: int = 128, seed: int = 0,
+                progress: bool = True, command: str = "") -> Path:
+    folders = [require(f) for f in PHOTO_FOLDERS]
+    sampler = CropSampler(folders, crop, seed)
+    meta = {"data": ", ".join(PHOTO_FOLDERS), "images": len(sampler), "crop": crop,
+            "batch": batch, "command": command}
+    return train(photo_config(), lambda step: sampler.sample(batch), photo_distortion, run_dir,
+                 TrainSettings(steps=steps, seed=seed), meta, progress)
+
+
+RECIPES = {"photo": train_photo}
+
+
+def train_recipe(name: str, run_dir: Path, steps: int, **kw) -> Path:
+    if name not in RECIPES:
+        raise KeyError(f"unknown recipe {name!r} (known: {', '.join(RECIPES)})")
+    return RECIPES[name](Path(run_dir), steps, **kw)

@@ -1,0 +1,140 @@
+"""Training loops: single CPU process or torchrun (DDP, gloo), resumable checkpoints.
+
+One loop serves every modality: it is handed a model config, a batch sampler and a
+distortion function for level 0. All levels train together; level ``l > 0`` sees
+only detached latents of level ``l - 1`` (HQA's greedy stacking, run concurrently),
+and the priors train on detached codes. Checkpoints carry their own config and
+step, so ``--resume`` picks up where a run stopped.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from .hierarchy import HierarchicalVQVAE, HierarchyConfig
+
+__all__ = ["TrainSettings", "train", "tau_at"]
+
+
+@dataclass
+class TrainSettings:
+    steps: int = 10000
+    lr: float = 2e-4
+    tau_start: float = 1.0
+    tau_end: float = 0.1
+    reset_every: int = 100
+    reset_until: float = 0.8      # fraction of steps after which dead codes are left alone
+    prior_weight: float = 0.05    # scale of the priors' bits in the summed loss (disjoint params)
+    ckpt_every: int = 250
+    seed: int = 0
+
+
+def tau_at(step: int, s: TrainSettings) -> float:
+    """Exponential Gumbel temperature annealing from ``tau_start`` to ``tau_end``."""
+    f = min(step / max(s.steps, 1), 1.0)
+    return s.tau_start * (s.tau_end / s.tau_start) ** f
+
+
+def _is_dist() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
+          distortion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+          run_dir: Path, settings: TrainSettings, meta: dict | None = None,
+          progress: bool = True) -> Path:
+    """Train (or resume) a hierarchy; returns the checkpoint path.
+
+    Args:
+        config: the model to build.
+        sample: ``step -> batch`` of signals ``[B, C, *S]``.
+        distortion: ``(x_hat, x) -> scalar`` loss of the level-0 reconstruction.
+        run_dir: where ``ckpt.pt`` and ``log.txt`` go.
+        settings: optimisation settings.
+        meta: extra JSON-able facts stored in the checkpoint (data, command).
+    """
+    rank = 0
+    if _is_dist() and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    if dist.is_initialized():
+        rank = dist.get_rank()
+    torch.manual_seed(settings.seed + rank)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "ckpt.pt"
+    model = HierarchicalVQVAE(config)
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    step = 0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optim"])
+        step = ck["step"]
+    net = model
+    if dist.is_initialized():
+        net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    if not bool(model.levels[0].quantizer.initialised):
+        with torch.no_grad():
+            x0 = torch.cat([sample(i) for i in range(4)])
+            h = x0
+            for lv in model.levels:
+                h = lv.encoder(h)
+                if dist.is_initialized():
+                    gathered = [torch.zeros_like(h) for _ in range(dist.get_world_size())]
+                    dist.all_gather(gathered, h)
+                    lv.quantizer.init_from(torch.cat(gathered))
+                else:
+                    lv.quantizer.init_from(h)
+    log = open(run_dir / "log.txt", "a") if rank == 0 else None
+    bar = tqdm(total=settings.steps, initial=step, disable=not progress or rank != 0,
+               dynamic_ncols=True)
+    t0 = time.time()
+    while step < settings.steps:
+        lr = settings.lr * min(1.0, 0.5 * (1 + math.cos(math.pi * step / settings.steps)) + 0.05)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = sample(step)
+        out = net(x, tau_at(step, settings))
+        dist_loss = distortion(out.x_hat, x)
+        loss = dist_loss
+        for i, s in enumerate(out.levels):
+            loss = loss + (s.recon if i else 0) + s.quant + settings.prior_weight * s.bits
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % settings.reset_every == 0 and step < settings.reset_until * settings.steps:
+            for lv, z in zip(model.levels, out.latents):
+                n = lv.quantizer.reset_dead(z)
+                if dist.is_initialized():   # keep replicas identical
+                    dist.broadcast(lv.quantizer.codebook.data, 0)
+                    dist.broadcast(lv.quantizer.usage, 0)
+        if rank == 0:
+            msg = (f"step {step} loss {loss.item():.4f} d {dist_loss.item():.4f} "
+                   + " ".join(f"L{i}[r {s.recon.item():.3f} b {s.bits.item():.2f} "
+                              f"p {s.perplexity.item():.0f}]" for i, s in enumerate(out.levels))
+                   + f" tau {tau_at(step, settings):.3f} {time.time() - t0:.0f}s")
+            bar.set_postfix_str(msg.split(" ", 2)[2][:90])
+            bar.update(1)
+            if step % 50 == 0:
+                log.write(msg + "\n")
+                log.flush()
+            if step % settings.ckpt_every == 0 or step == settings.steps:
+                tmp = ckpt_path.with_suffix(".tmp")
+                torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
+                            "config": config.to_dict(), "settings": vars(settings),
+                            "meta": meta or {}}, tmp)
+                os.replace(tmp, ckpt_path)
+    bar.close()
+    if dist.is_initialized():
+        dist.barrier()
+    return ckpt_path
