@@ -114,11 +114,13 @@ class HierarchicalVQVAE(nn.Module):
         return len(self.levels)
 
     def latents(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Pre-quantization latents of every level, bottom first."""
+        """Pre-quantization latents of every level, bottom first. Each level encodes the
+        l2-normalised latent of the level below (what that level's quantizer sees)."""
         out, h = [], x
         for lv in self.levels:
-            h = lv.encoder(h)
-            out.append(h)
+            z = lv.encoder(h)
+            out.append(z)
+            h = F.normalize(z, dim=1)
         return out
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -165,7 +167,7 @@ class HierarchicalVQVAE(nn.Module):
             stats.append(LevelStats(recon, q.loss, torch.zeros(()), q.perplexity))
             latents.append(z)
             indices.append(q.indices)
-            target = h = z.detach()
+            target = h = F.normalize(z.detach(), dim=1)   # what the quantizer sees
         for i, lv in enumerate(self.levels):
             cond = None
             if i + 1 < self.num_levels:

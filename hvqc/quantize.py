@@ -6,6 +6,12 @@ KL divergence of that posterior to a uniform prior and a probability-weighted
 commitment term. At evaluation the code is the argmax (nearest codeword), so the
 transmitted indices are deterministic.
 
+Encoder outputs and codewords are compared on the unit sphere (both l2-normalised,
+as in Yu et al., "Vector-quantized image modeling with improved VQGAN", ICLR 2022):
+distances are bounded, so neither side can run away and the Gumbel posterior
+stays genuinely stochastic at the start of training. ``sharpness`` scales the
+negative distances into logits.
+
 Codebooks are initialised from encoder outputs (k-means on a batch) and dead
 codes are reset in bulk to recent encoder outputs: a codebook initialised at
 random collapses on a small compute budget.
@@ -40,8 +46,8 @@ class QuantizeOutput:
 
 
 def _to_rows(z: torch.Tensor) -> torch.Tensor:
-    """``[B, D, *S] -> [B * prod(S), D]``."""
-    return z.movedim(1, -1).reshape(-1, z.shape[1])
+    """``[B, D, *S] -> [B * prod(S), D]``, l2-normalised."""
+    return F.normalize(z.movedim(1, -1).reshape(-1, z.shape[1]), dim=1)
 
 
 class GumbelQuantizer(nn.Module):
@@ -52,20 +58,37 @@ class GumbelQuantizer(nn.Module):
         dim: codeword dimension D.
         kl_weight: weight of KL(q(k|z) || Uniform(K)).
         commit_weight: weight of ``sum_k q(k|z) ||z - e_k||^2``.
+        sharpness: logits are ``-sharpness * ||z - e_k||^2`` (distances lie in [0, 4]).
+            Re-estimated from the data at initialisation and at every dead-code reset
+            (:meth:`calibrate`) so that the posterior stays informative but stochastic.
     """
 
     def __init__(self, num_codes: int, dim: int, kl_weight: float = 1e-3,
-                 commit_weight: float = 0.25):
+                 commit_weight: float = 0.25, sharpness: float = 10.0):
         super().__init__()
         self.num_codes, self.dim = num_codes, dim
         self.kl_weight, self.commit_weight = kl_weight, commit_weight
         self.codebook = nn.Parameter(torch.randn(num_codes, dim) / math.sqrt(dim))
-        self.register_buffer("usage", torch.ones(num_codes) / num_codes)
+        self.register_buffer("usage", torch.zeros(num_codes))   # hits since the last reset
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("sharpness", torch.tensor(float(sharpness)))
+
+    @torch.no_grad()
+    def calibrate(self, z: torch.Tensor, nats: float = 8.0, momentum: float = 0.0) -> None:
+        """Set ``sharpness`` so that, on ``z``, the mean gap between the nearest and the
+        average codeword is ``nats`` in logit units (an EMA with ``momentum``)."""
+        d = self.distances(_to_rows(z.detach()).float())
+        gap = (d.mean(1) - d.min(1).values).mean().clamp_min(1e-4)
+        self.sharpness.mul_(momentum).add_((1 - momentum) * nats / gap)
+
+    def codewords(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The l2-normalised codebook ``[K, D]``."""
+        cb = self.codebook if dtype is None else self.codebook.to(dtype)
+        return F.normalize(cb, dim=1)
 
     def distances(self, rows: torch.Tensor) -> torch.Tensor:
-        """Squared distances ``[N, D] -> [N, K]``."""
-        cb = self.codebook.to(rows.dtype)
+        """Squared distances between normalised rows and codewords, ``[N, D] -> [N, K]``."""
+        cb = self.codewords(rows.dtype)
         return (rows.pow(2).sum(1, keepdim=True) - 2 * rows @ cb.t()
                 + cb.pow(2).sum(1)[None]).clamp_min(0)
 
@@ -76,28 +99,30 @@ class GumbelQuantizer(nn.Module):
 
     def decode(self, indices: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Codewords for indices: ``[B, *S] -> [B, D, *S]``."""
-        cb = self.codebook if dtype is None else self.codebook.to(dtype)
-        return F.embedding(indices, cb).movedim(-1, 1)
+        return F.embedding(indices, self.codewords(dtype)).movedim(-1, 1)
 
     def forward(self, z: torch.Tensor, tau: float = 1.0) -> QuantizeOutput:
         """Quantize ``z`` (``[B, D, *S]``); stochastic and differentiable in training mode."""
         rows = _to_rows(z)
         d = self.distances(rows)
-        logits = -d
+        logits = -self.sharpness * d
         indices = d.argmin(1)
         if self.training:
             soft = F.gumbel_softmax(logits, tau=tau, hard=False)
-            q_rows = soft @ self.codebook
+            # Relaxed sample forward; the encoder also gets the straight-through
+            # gradient (identity), which a near-one-hot softmax alone would not give it.
+            q_rows = soft @ self.codewords() + rows - rows.detach()
             log_q = F.log_softmax(logits, 1)
             q = log_q.exp()
             kl = (q * (log_q + math.log(self.num_codes))).sum(1).mean()
-            commit = (q * d).sum(1).mean() / self.dim
+            commit = (q * d).sum(1).mean()
             loss = self.kl_weight * kl + self.commit_weight * commit
             with torch.no_grad():
-                hist = torch.bincount(indices, minlength=self.num_codes).float() / len(indices)
-                self.usage.mul_(0.99).add_(hist, alpha=0.01)
+                counts = torch.bincount(indices, minlength=self.num_codes).float()
+                self.usage.add_(counts)
+                hist = counts / len(indices)
         else:
-            q_rows = self.codebook[indices]
+            q_rows = self.codewords()[indices]
             loss = z.new_zeros(())
             hist = torch.bincount(indices, minlength=self.num_codes).float() / len(indices)
         quantized = q_rows.view(z.shape[0], *z.shape[2:], self.dim).movedim(-1, 1)
@@ -113,25 +138,28 @@ class GumbelQuantizer(nn.Module):
             rows = rows + 1e-3 * rows.std() * torch.randn_like(rows)
         cb = rows[torch.randperm(len(rows))[: self.num_codes]].clone()
         for _ in range(iters):
-            assign = torch.cdist(rows, cb).argmin(1)
+            assign = (rows @ cb.t()).argmax(1)        # spherical k-means
             sums = torch.zeros_like(cb).index_add_(0, assign, rows)
             counts = torch.bincount(assign, minlength=self.num_codes).float()
             filled = counts > 0
-            cb[filled] = sums[filled] / counts[filled, None]
+            cb[filled] = F.normalize(sums[filled], dim=1)
         self.codebook.data.copy_(cb)
-        self.usage.fill_(1.0 / self.num_codes)
+        self.usage.zero_()
         self.initialised.fill_(True)
+        self.calibrate(z)
 
     @torch.no_grad()
     def reset_dead(self, z: torch.Tensor, threshold: float = 0.03) -> int:
-        """Move every code whose usage EMA is below ``threshold / K`` onto a random
-        encoder output from ``z`` (plus a little noise). Returns how many were reset."""
-        dead = (self.usage < threshold / self.num_codes).nonzero().flatten()
-        if len(dead) == 0:
+        """Move every code hit fewer than ``threshold`` times its fair share since the
+        last call onto a random encoder output from ``z`` (plus a little noise), all at
+        once. Returns how many were reset."""
+        fair = self.usage.sum() / self.num_codes
+        dead = (self.usage < threshold * fair).nonzero().flatten()
+        self.usage.zero_()
+        if len(dead) == 0 or fair == 0:
             return 0
         rows = _to_rows(z.detach()).float()
         pick = rows[torch.randint(len(rows), (len(dead),), device=rows.device)]
         noise = 0.01 * rows.std() * torch.randn_like(pick)
         self.codebook.data[dead] = pick + noise
-        self.usage[dead] = 1.0 / self.num_codes
         return len(dead)

@@ -30,7 +30,7 @@ class TrainSettings:
     lr: float = 2e-4
     tau_start: float = 1.0
     tau_end: float = 0.1
-    reset_every: int = 100
+    reset_every: int = 50
     reset_until: float = 0.8      # fraction of steps after which dead codes are left alone
     prior_weight: float = 0.05    # scale of the priors' bits in the summed loss (disjoint params)
     ckpt_every: int = 250
@@ -93,6 +93,7 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
                     lv.quantizer.init_from(torch.cat(gathered))
                 else:
                     lv.quantizer.init_from(h)
+                h = torch.nn.functional.normalize(h, dim=1)
     log = open(run_dir / "log.txt", "a") if rank == 0 else None
     bar = tqdm(total=settings.steps, initial=step, disable=not progress or rank != 0,
                dynamic_ncols=True)
@@ -114,10 +115,12 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
         step += 1
         if step % settings.reset_every == 0 and step < settings.reset_until * settings.steps:
             for lv, z in zip(model.levels, out.latents):
-                n = lv.quantizer.reset_dead(z)
+                lv.quantizer.reset_dead(z)
+                lv.quantizer.calibrate(z, momentum=0.8)
                 if dist.is_initialized():   # keep replicas identical
                     dist.broadcast(lv.quantizer.codebook.data, 0)
                     dist.broadcast(lv.quantizer.usage, 0)
+                    dist.broadcast(lv.quantizer.sharpness, 0)
         if rank == 0:
             msg = (f"step {step} loss {loss.item():.4f} d {dist_loss.item():.4f} "
                    + " ".join(f"L{i}[r {s.recon.item():.3f} b {s.bits.item():.2f} "

@@ -1,0 +1,179 @@
+"""The one place that joins model, entropy coder and container.
+
+``encode``/``decode`` (signal <-> indices) belong to the model; this module does
+``compress``/``decompress`` (indices <-> bytes) and wraps them for images.
+
+A file is scalable: the top level's codes come first, coded under the
+unconditional prior, then each lower level as a refinement coded under its prior
+conditioned on the prediction from the level above. Dropping the lower levels
+(:func:`hvqc.bitstream.truncate`) leaves a file that decodes to a coarser image.
+
+Everything that feeds the coder (predictions from upper levels, prior logits) runs
+in float64 and reaches the coder as integer tables (:mod:`hvqc.entropy`), so
+encoder and decoder agree bit for bit across thread counts.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import bitstream, entropy
+from .image import MODES, from_tensor, pad_to, to_tensor
+from .zoo import LoadedModel, ModelError, load
+
+__all__ = ["CompressResult", "compress_codes", "decompress_codes", "compress_image",
+           "decompress_image", "level_shapes", "ALPHA_TAG"]
+
+ALPHA_TAG = 1   # extras tag: zlib-deflated 8-bit alpha plane, row-major
+
+
+@dataclass
+class CompressResult:
+    """A coded file and what went into it.
+
+    Attributes:
+        data: the whole ``.hvqc`` file.
+        levels: level numbers present, top first (1 = finest).
+        payload_bytes: bytes of each level's segment, in ``levels`` order.
+        estimated_bits: ``-log2 p`` of each level's codes under the prior.
+    """
+
+    data: bytes
+    levels: tuple[int, ...]
+    payload_bytes: list[int]
+    estimated_bits: list[float]
+
+
+def _rows(logits: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """``[1, K, *S]`` logits at ``mask`` positions -> ``[n, K]`` float64 numpy (row-major order)."""
+    return logits[0][:, mask].t().double().numpy()
+
+
+@torch.no_grad()
+def _cond(lm: LoadedModel, level: int, upper: torch.Tensor | None) -> torch.Tensor | None:
+    return None if upper is None else lm.model64.predict(level + 1, upper, torch.float64)
+
+
+@torch.no_grad()
+def compress_codes(lm: LoadedModel, codes: list[torch.Tensor], lowest: int) -> tuple[list[bytes], list[float]]:
+    """Entropy-code levels ``top .. lowest`` (0-based) of one item; ``codes[l]`` is ``[1, *S_l]``.
+
+    Returns the segments and the ideal bits, top level first.
+    """
+    m, segs, bits = lm.model64, [], []
+    for l in range(m.num_levels - 1, lowest - 1, -1):
+        prior = m.levels[l].prior
+        cond = _cond(lm, l, codes[l + 1] if l + 1 < m.num_levels else None)
+        enc, b = entropy.Encoder(), 0.0
+        for mask, logits in prior.group_logits(codes[l], cond):
+            pmf = entropy.pmf_from_logits(_rows(logits, mask))
+            sym = codes[l][0][mask].numpy()
+            enc.encode(sym, pmf)
+            b += entropy.cost_bits(sym, pmf)
+        segs.append(enc.finish())
+        bits.append(b)
+    return segs, bits
+
+
+@torch.no_grad()
+def decompress_codes(lm: LoadedModel, segments: list[bytes], shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+    """Inverse of :func:`compress_codes`: segments top first; ``shapes[l]`` is level ``l``'s grid.
+
+    Returns the codes of the levels present, top level first.
+    """
+    m, out, upper = lm.model64, [], None
+    top = m.num_levels - 1
+    for i, seg in enumerate(segments):
+        l = top - i
+        prior = m.levels[l].prior
+        cond = _cond(lm, l, upper)
+        idx = torch.zeros((1, *shapes[l]), dtype=torch.long)
+        known = torch.zeros(shapes[l], dtype=torch.bool)
+        dec = entropy.Decoder(seg)
+        for mask in prior.masks(shapes[l]):
+            pmf = entropy.pmf_from_logits(_rows(prior.logits(idx, known, cond), mask))
+            idx[0][mask] = torch.from_numpy(dec.decode(pmf))
+            known = known | mask
+        dec.finish()
+        out.append(idx)
+        upper = idx
+    return out
+
+
+def level_shapes(lm: LoadedModel, size: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Latent grid of every level for a signal of ``size`` (already padded)."""
+    cfg = lm.model.config
+    return [tuple(s // cfg.stride(l) for s in size) for l in range(len(cfg.levels))]
+
+
+@torch.no_grad()
+def compress_image(lm: LoadedModel, img: Image.Image, level: int = 1) -> CompressResult:
+    """Code an image (a :data:`hvqc.image.MODES` mode) down to ``level`` (1 = finest)."""
+    n = lm.model.num_levels
+    if not 1 <= level <= n:
+        raise ValueError(f"level must be in 1..{n} for model {lm.name!r}, got {level}")
+    if img.mode not in MODES:
+        raise ValueError(f"unsupported image mode {img.mode!r}")
+    x, alpha = to_tensor(img)
+    xp = pad_to(x, lm.model.config.stride(n - 1))
+    codes = lm.model.encode(xp)
+    segs, bits = compress_codes(lm, codes, level - 1)
+    extras = {ALPHA_TAG: zlib.compress(alpha.tobytes(), 9)} if alpha is not None else {}
+    levels = tuple(range(n, level - 1, -1))
+    header = bitstream.Header(model=lm.name, weights_hash=lm.hash_prefix, width=img.width,
+                              height=img.height, mode=img.mode, num_levels=n, levels=levels)
+    data = bitstream.write(bitstream.Container(header, tuple(segs), extras))
+    return CompressResult(data, levels, [len(s) for s in segs], bits)
+
+
+def model_for(header: bitstream.Header, lm: LoadedModel | None = None) -> LoadedModel:
+    """The installed model a file names, checked against the file's weights hash."""
+    lm = lm or load(header.model)
+    if lm.name != header.model or lm.hash_prefix != header.weights_hash:
+        raise ModelError(f"file was coded with model {header.model}@{header.weights_hash.hex()} but "
+                         f"the installed one is {lm.name}@{lm.hash_prefix.hex()}")
+    if lm.model.num_levels != header.num_levels:
+        raise ModelError(f"file expects {header.num_levels} levels, model {lm.name!r} has "
+                         f"{lm.model.num_levels}")
+    return lm
+
+
+@torch.no_grad()
+def decompress_image(data: bytes, lm: LoadedModel | None = None, level: int | None = None) -> Image.Image:
+    """Decode a ``.hvqc`` image file; ``level`` stops above the finest level present."""
+    c = bitstream.read(data)
+    h = c.header
+    if h.modality != 0:
+        raise bitstream.FormatError("not an image file (speech modality)")
+    lm = model_for(h, lm)
+    segs = list(c.segments)
+    if level is not None:
+        if level not in h.levels:
+            raise ValueError(f"level {level} not in file (holds {', '.join(map(str, h.levels))})")
+        segs = segs[: h.levels.index(level) + 1]
+    stride = lm.model.config.stride(lm.model.num_levels - 1)
+    size = (-(-h.height // stride) * stride, -(-h.width // stride) * stride)
+    try:
+        codes = decompress_codes(lm, segs, level_shapes(lm, size))
+    except entropy.CoderError as e:
+        raise bitstream.FormatError(str(e)) from None
+    lowest = lm.model.num_levels - len(codes)      # 0-based level of the finest codes
+    down = lm.model64.descend(lowest, codes[-1])
+    x = lm.model.predict(0, down[0])[..., : h.height, : h.width]
+    alpha = None
+    if h.mode in ("LA", "RGBA"):
+        raw = c.extras.get(ALPHA_TAG)
+        if raw is None:
+            raise bitstream.FormatError("corrupt file: alpha plane missing")
+        try:
+            plane = zlib.decompress(raw)
+        except zlib.error:
+            raise bitstream.FormatError("corrupt file: alpha plane does not inflate") from None
+        if len(plane) != h.width * h.height:
+            raise bitstream.FormatError("corrupt file: alpha plane has the wrong size")
+        alpha = np.frombuffer(plane, np.uint8).reshape(h.height, h.width)
+    return from_tensor(x, h.mode, alpha)
