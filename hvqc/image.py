@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 
 from .hierarchy import HierarchyConfig, LevelSpec
 
-__all__ = ["photo_config", "load_image", "to_tensor", "from_tensor", "pad_to", "CropSampler",
+__all__ = ["photo_config", "load_image", "normalise_mode", "to_tensor", "from_tensor", "pad_to", "CropSampler",
            "IMAGE_SUFFIXES", "MODES"]
 
 MODES = ("L", "LA", "RGB", "RGBA", "I;16")
@@ -34,10 +34,15 @@ def photo_config() -> HierarchyConfig:
 
 def load_image(path: str | Path) -> Image.Image:
     """Open any Pillow-readable image, apply EXIF orientation, and normalise its mode
-    to one of :data:`MODES` (palette -> RGB/RGBA, 1-bit -> L, CMYK -> RGB, ...)."""
+    (:func:`normalise_mode`)."""
     img = Image.open(path)
     img.load()
-    img = ImageOps.exif_transpose(img)
+    return normalise_mode(ImageOps.exif_transpose(img))
+
+
+def normalise_mode(img: Image.Image) -> Image.Image:
+    """Map any Pillow mode onto :data:`MODES`: palette -> RGB (RGBA with transparency),
+    1-bit and float -> L, 16/32-bit integer -> I;16 (clipped), CMYK/YCbCr/... -> RGB."""
     m = img.mode
     if m in MODES:
         return img

@@ -106,9 +106,16 @@ def load(name: str = DEFAULT_MODEL) -> LoadedModel:
     return LoadedModel(name, digest, model, model64, meta.get("modality", "image"), entry)
 
 
-def save_weights(model: HierarchicalVQVAE, path: Path, modality: str, extra: dict | None = None) -> str:
-    """Write a model as safetensors with its config in the metadata; returns the sha256."""
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+def save_weights(model: HierarchicalVQVAE, path: Path, modality: str, extra: dict | None = None,
+                 half: bool = False) -> str:
+    """Write a model as safetensors with its config in the metadata; returns the sha256.
+
+    With ``half``, parameters are stored as float16 (buffers keep their dtype); the
+    shipped model is then the float16 one, widened exactly on load.
+    """
+    params = {k for k, _ in model.named_parameters()}
+    state = {k: (v.detach().half() if half and k in params else v.detach()).contiguous()
+             for k, v in model.state_dict().items()}
     meta = {"config": json.dumps(model.config.to_dict()), "modality": modality,
             "format": "hvqc-weights-1"}
     meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})

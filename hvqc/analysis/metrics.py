@@ -1,0 +1,38 @@
+"""Rate and quality measures: bits per pixel, PSNR, MS-SSIM (pytorch-msssim)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from pytorch_msssim import ms_ssim as _ms_ssim
+
+__all__ = ["bpp", "psnr", "ms_ssim", "ms_ssim_db", "as_float_rgb"]
+
+
+def as_float_rgb(img) -> torch.Tensor:
+    """PIL image or ``[H, W, 3]`` uint8 array -> ``[1, 3, H, W]`` float64 in [0, 1]."""
+    arr = np.asarray(img.convert("RGB") if hasattr(img, "convert") else img)
+    return torch.from_numpy(arr.astype(np.float64) / 255.0).permute(2, 0, 1)[None]
+
+
+def bpp(num_bytes: int, width: int, height: int) -> float:
+    """Whole-file bits per pixel."""
+    return 8.0 * num_bytes / (width * height)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> float:
+    """PSNR in dB between two ``[..., H, W]`` tensors (8-bit RGB, as in CompressAI)."""
+    mse = torch.mean((a.double() - b.double()) ** 2).item()
+    return float("inf") if mse == 0 else 10 * math.log10(data_range ** 2 / mse)
+
+
+def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    """MS-SSIM (pytorch-msssim defaults: 5 scales, 11-px window), RGB, data_range 1.
+    Needs more than 160 px on the short side."""
+    return float(_ms_ssim(a.float(), b.float(), data_range=1.0))
+
+
+def ms_ssim_db(value: float) -> float:
+    """MS-SSIM in dB: ``-10 log10(1 - MS-SSIM)``."""
+    return -10 * math.log10(max(1 - value, 1e-12))

@@ -1,0 +1,104 @@
+"""The Python API: ``compress(image) -> bytes`` and ``decompress(bytes) -> PIL.Image``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from . import bitstream
+from .codec import compress_image, decompress_image
+from .image import MODES, load_image
+from .zoo import DEFAULT_MODEL, LoadedModel, load
+
+__all__ = ["compress", "decompress", "describe", "compress_file", "MAX_ENCODE_PIXELS"]
+
+MAX_ENCODE_PIXELS = 40_000_000   # about 6 GB of activations at the finest level
+
+
+@dataclass
+class FileResult:
+    data: bytes
+    level: int
+    bpp: float
+    note: str = ""
+
+
+def _pick(data: bytes, pixels: int, target: float) -> tuple[bytes, int, str]:
+    """The finest level whose whole file is at or below ``target`` bpp."""
+    header, _, _ = bitstream.peek_header(data)
+    note, best = "", None
+    for level in sorted(header.levels):            # finest first
+        cut = data if level == min(header.levels) else bitstream.truncate(data, level)
+        if 8 * len(cut) / pixels <= target:
+            best = (cut, level)
+            break
+    if best is None:
+        level = max(header.levels)
+        cut = bitstream.truncate(data, level)
+        note = (f"no level reaches {target:g} bpp; wrote the coarsest (level {level}, "
+                f"{8 * len(cut) / pixels:.4f} bpp)")
+        best = (cut, level)
+    return best[0], best[1], note
+
+
+def _image(image) -> Image.Image:
+    img = load_image(image) if isinstance(image, (str, Path)) else image
+    if img.mode not in MODES:
+        from .image import normalise_mode
+        img = normalise_mode(img)
+    if img.width * img.height > MAX_ENCODE_PIXELS:
+        raise ValueError(f"image too large: {img.width}x{img.height} exceeds "
+                         f"{MAX_ENCODE_PIXELS} pixels")
+    return img
+
+
+def compress_file(image, lm: LoadedModel, level: int | None = None,
+                  bpp: float | None = None) -> FileResult:
+    img = _image(image)
+    pixels = img.width * img.height
+    if bpp is None:
+        lv = level if level is not None else 1
+        data = compress_image(lm, img, lv).data
+        return FileResult(data, lv, 8 * len(data) / pixels)
+    data, lv, note = _pick(compress_image(lm, img, 1).data, pixels, bpp)
+    return FileResult(data, lv, 8 * len(data) / pixels, note)
+
+
+def compress(image, model: str | LoadedModel = DEFAULT_MODEL, level: int | None = None,
+             bpp: float | None = None) -> bytes:
+    """Compress an image (path or ``PIL.Image``) into ``.hvqc`` bytes.
+
+    Args:
+        image: a file path or a PIL image of any mode.
+        model: a model name or a loaded model.
+        level: finest level to transmit (1 = best quality); default 1.
+        bpp: alternatively a target rate; the finest level at or below it is chosen.
+    """
+    if level is not None and bpp is not None:
+        raise ValueError("give level or bpp, not both")
+    lm = load(model) if isinstance(model, str) else model
+    return compress_file(image, lm, level, bpp).data
+
+
+def decompress(data: bytes, level: int | None = None, model: LoadedModel | None = None) -> Image.Image:
+    """Decode ``.hvqc`` bytes to a PIL image of the original size and mode family."""
+    return decompress_image(bytes(data), model, level)
+
+
+def describe(data: bytes) -> dict:
+    """The header of a file as a JSON-able dict; loads no model."""
+    h, lengths, total = bitstream.peek_header(data)
+    extras = total - sum(lengths)
+    payload = sum(lengths)
+    d = {"model": h.model, "weights_hash": h.weights_hash.hex(), "width": h.width,
+         "height": h.height, "mode": h.mode, "num_levels": h.num_levels,
+         "modality": ["image", "speech"][h.modality],
+         "levels": [{"level": l, "payload_bytes": n} for l, n in zip(h.levels, lengths)],
+         "payload_bytes": payload, "total_bytes": total}
+    container = bitstream.read(data)
+    extra_bytes = sum(len(v) for v in container.extras.values())
+    d["extra_bytes"] = extra_bytes
+    d["header_bytes"] = extras - extra_bytes
+    d["bpp"] = 8 * total / (h.width * h.height)
+    return d

@@ -1,0 +1,256 @@
+"""The ``hvqc`` command line: argument handling and messages only.
+
+Every user mistake ends in one line on stderr and exit status 1 (2 for usage);
+outputs are written to a temporary file and renamed into place, so a failure never
+leaves a partial file, and an existing file is never replaced without ``--force``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="hvqc: a hierarchical VQ-VAE image codec with learned priors.")
+
+
+class UserError(Exception):
+    """A problem to report in one line, without a traceback."""
+
+
+def _fail(msg: str, code: int = 1) -> None:
+    typer.echo(f"hvqc: error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write via a temporary file in the target folder, then rename into place."""
+    fd, tmp = tempfile.mkstemp(prefix=".hvqc-", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _expand(inputs: List[Path], suffixes: set[str]) -> tuple[list[Path], bool]:
+    """Files from the arguments (folders expanded, sorted); and whether it is a batch."""
+    files: list[Path] = []
+    batch = len(inputs) > 1
+    for p in inputs:
+        if p.is_dir():
+            batch = True
+            files += sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in suffixes)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise UserError(f"no such file: {p}")
+    if not files:
+        raise UserError("no input files found")
+    return files, batch
+
+
+def _plan(files: list[Path], batch: bool, out: Optional[Path], suffix: str, force: bool) -> list[tuple[Path, Path]]:
+    """Pair each input with its output path and refuse to overwrite before any work."""
+    if batch:
+        if out is None:
+            pairs = [(f, f.with_suffix(suffix)) for f in files]
+        else:
+            if out.exists() and not out.is_dir():
+                raise UserError(f"-o {out} must be a folder when there are several inputs")
+            out.mkdir(parents=True, exist_ok=True)
+            pairs = [(f, out / (f.stem + suffix)) for f in files]
+    else:
+        target = out if out is not None else files[0].with_suffix(suffix)
+        if target.is_dir():
+            target = target / (files[0].stem + suffix)
+        pairs = [(files[0], target)]
+    seen = set()
+    for src, dst in pairs:
+        if dst.resolve() in seen:
+            raise UserError(f"two inputs would both write {dst}")
+        seen.add(dst.resolve())
+        if dst.exists() and not force:
+            raise UserError(f"{dst} exists (use --force to overwrite)")
+        if dst.resolve() == src.resolve():
+            raise UserError(f"output {dst} would overwrite its input")
+        if not dst.parent.exists():
+            raise UserError(f"output folder does not exist: {dst.parent}")
+    return pairs
+
+
+def _run(pairs, work, desc: str) -> None:
+    """Apply ``work(src, dst)`` to each pair with a progress bar when there are several;
+    report each failure in one line and exit non-zero if any failed."""
+    from tqdm import tqdm
+    from .errors import user_message
+    failed = 0
+    for src, dst in tqdm(pairs, desc=desc, disable=len(pairs) < 2, file=sys.stderr, leave=False):
+        try:
+            work(src, dst)
+        except Exception as e:  # noqa: BLE001 - reported in one line below
+            msg = user_message(e)
+            if msg is None:
+                if os.environ.get("HVQC_DEBUG"):
+                    raise
+                msg = f"internal error ({type(e).__name__}: {e}); set HVQC_DEBUG=1 for a traceback"
+            typer.echo(f"hvqc: error: {src}: {msg}", err=True)
+            failed += 1
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def encode(inputs: List[Path] = typer.Argument(..., help="Image files or folders."),
+           output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                                 help="Output file (one input) or folder."),
+           model: str = typer.Option("photo", "--model", "-m", help="Model name (see `hvqc models`)."),
+           level: Optional[int] = typer.Option(None, "--level", "-l",
+                                               help="Finest level to transmit (1 = best quality)."),
+           bpp: Optional[float] = typer.Option(None, "--bpp",
+                                               help="Target rate: the finest level at or below it."),
+           force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs.")):
+    """Compress images into .hvqc files."""
+    from .api import compress_file
+    from .image import IMAGE_SUFFIXES
+    try:
+        if level is not None and bpp is not None:
+            raise UserError("give --level or --bpp, not both")
+        if bpp is not None and not bpp > 0:
+            raise UserError("--bpp must be positive")
+        files, batch = _expand(inputs, IMAGE_SUFFIXES)
+        pairs = _plan(files, batch, output, ".hvqc", force)
+        from .zoo import load
+        lm = load(model)
+    except Exception as e:  # noqa: BLE001
+        _report(e)
+
+    def work(src: Path, dst: Path) -> None:
+        res = compress_file(src, lm, level=level, bpp=bpp)
+        if res.note:
+            typer.echo(f"hvqc: note: {src}: {res.note}", err=True)
+        _atomic_write(dst, lambda f: f.write(res.data))
+
+    _run(pairs, work, "encode")
+
+
+@app.command()
+def decode(inputs: List[Path] = typer.Argument(..., help=".hvqc files or folders."),
+           output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                                 help="Output PNG (one input) or folder."),
+           level: Optional[int] = typer.Option(None, "--level", "-l",
+                                               help="Decode a coarser level than the file's finest."),
+           force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs.")):
+    """Decode .hvqc files to PNG (original size and mode)."""
+    from .api import decompress
+    try:
+        files, batch = _expand(inputs, {".hvqc"})
+        pairs = _plan(files, batch, output, ".png", force)
+    except Exception as e:  # noqa: BLE001
+        _report(e)
+
+    def work(src: Path, dst: Path) -> None:
+        img = decompress(src.read_bytes(), level=level)
+        _atomic_write(dst, lambda f: img.save(f, format="PNG"))
+
+    _run(pairs, work, "decode")
+
+
+@app.command()
+def info(file: Path = typer.Argument(..., help="An .hvqc file."),
+         as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
+    """Show a file's header without loading a model."""
+    from .api import describe
+    try:
+        d = describe(file.read_bytes())
+    except Exception as e:  # noqa: BLE001
+        _report(e)
+    if as_json:
+        typer.echo(json.dumps(d))
+        return
+    typer.echo(f"model      {d['model']} (weights {d['weights_hash']})")
+    typer.echo(f"image      {d['width']}x{d['height']} {d['mode']}")
+    for lv in d["levels"]:
+        typer.echo(f"level {lv['level']}    {lv['payload_bytes']} bytes")
+    typer.echo(f"header     {d['header_bytes']} bytes")
+    typer.echo(f"total      {d['total_bytes']} bytes ({d['bpp']:.4f} bpp)")
+
+
+@app.command()
+def models():
+    """List the installed models, their levels and typical rates."""
+    from .zoo import manifest
+    entries = manifest()["models"]
+    if not entries:
+        typer.echo("no models installed")
+        return
+    for name, e in entries.items():
+        typer.echo(f"{name}  ({e.get('modality', 'image')}, weights {e['sha256'][:8]}): "
+                   f"{e.get('description', '')}")
+        for lv in e.get("levels", []):
+            rate = lv.get("typical_bpp")
+            typer.echo(f"  level {lv['level']}: stride {lv['stride']}, {lv['codes']} codes"
+                       + (f", ~{rate:.3f} bpp" if rate is not None else ""))
+
+
+@app.command()
+def train(recipe: str = typer.Argument("photo", help="Which model to train (photo)."),
+          steps: int = typer.Option(6000, help="Optimisation steps."),
+          run: Path = typer.Option(Path("runs/photo"), help="Run folder (resumed if it exists)."),
+          batch: int = typer.Option(8), crop: int = typer.Option(128), seed: int = typer.Option(0)):
+    """Train a model (resumable; also runs under torchrun)."""
+    from .recipes import train_recipe
+    try:
+        path = train_recipe(recipe, run, steps, batch=batch, crop=crop, seed=seed,
+                            command=" ".join(["hvqc"] + sys.argv[1:]))
+    except Exception as e:  # noqa: BLE001
+        _report(e)
+    typer.echo(f"checkpoint: {path}")
+
+
+@app.command()
+def export(run: Path = typer.Argument(..., help="Run folder with ckpt.pt."),
+           name: str = typer.Option("photo", help="Model id to publish as."),
+           description: str = typer.Option("", help="One line for `hvqc models`."),
+           force: bool = typer.Option(False, "--force", "-f")):
+    """Publish a checkpoint into weights/ (safetensors, float16) and the manifest."""
+    from .publish import publish
+    try:
+        entry = publish(run, name, description, force)
+    except Exception as e:  # noqa: BLE001
+        _report(e)
+    typer.echo(f"{name}: {entry['file']} sha256 {entry['sha256']}")
+
+
+def _report(e: Exception) -> None:
+    from .errors import user_message
+    if isinstance(e, UserError):
+        _fail(str(e))
+    msg = user_message(e)
+    if msg is None:
+        if os.environ.get("HVQC_DEBUG"):
+            raise e
+        msg = f"internal error ({type(e).__name__}: {e}); set HVQC_DEBUG=1 for a traceback"
+    _fail(msg)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("hvqc: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

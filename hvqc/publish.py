@@ -1,0 +1,45 @@
+"""Publish a training checkpoint as a shipped model: float16 safetensors + manifest entry."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .zoo import from_state, manifest, save_weights, weights_dir
+
+__all__ = ["publish"]
+
+
+def publish(run: Path, name: str, description: str = "", force: bool = False) -> dict:
+    """Write ``weights/<name>.safetensors`` from ``run/ckpt.pt`` and record it in the manifest.
+
+    Weights are stored in float16 (the shipped model *is* the float16 one: loading
+    widens them exactly, so files coded with it decode bit-exactly).
+    """
+    ck = torch.load(Path(run) / "ckpt.pt", map_location="cpu", weights_only=True)
+    model = from_state(ck["config"], ck["model"])
+    out_dir = weights_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.safetensors"
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists (use --force to overwrite)")
+    meta = ck.get("meta", {})
+    digest = save_weights(model, path, meta.get("modality", "image"),
+                          {"name": name, "step": ck["step"]}, half=True)
+    cfg = model.config
+    man = manifest()
+    old = man["models"].get(name, {})
+    entry = {
+        "file": path.name, "sha256": digest, "modality": meta.get("modality", "image"),
+        "description": description or old.get("description", ""),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "levels": [{"level": i + 1, "stride": cfg.stride(i), "codes": lv.codes,
+                    "typical_bpp": None} for i, lv in enumerate(cfg.levels)],
+        "training": {"steps": ck["step"], "settings": ck.get("settings", {}), **meta},
+    }
+    for lv_old, lv in zip(old.get("levels", []), entry["levels"]):
+        lv["typical_bpp"] = lv_old.get("typical_bpp")
+    man["models"][name] = entry
+    (out_dir / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
+    return entry
