@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -30,7 +31,8 @@ def photo_distortion(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def train_photo(run_dir: Path, steps: int, batch: int = 8, crop: int = 128, seed: int = 0,
                 progress: bool = True, command: str = "") -> Path:
     folders = [require(f) for f in PHOTO_FOLDERS]
-    sampler = CropSampler(folders, crop, seed)
+    rank = int(os.environ.get("RANK", "0"))          # torchrun: each process its own crops
+    sampler = CropSampler(folders, crop, seed + 1000 * rank)
     meta = {"data": ", ".join(PHOTO_FOLDERS), "images": len(sampler), "crop": crop,
             "batch": batch, "command": command}
     return train(photo_config(), lambda step: sampler.sample(batch), photo_distortion, run_dir,
