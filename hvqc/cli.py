@@ -95,7 +95,7 @@ def _run(pairs, work, desc: str) -> None:
     from tqdm import tqdm
     from .errors import user_message
     failed = 0
-    for src, dst in tqdm(pairs, desc=desc, disable=len(pairs) < 2, file=sys.stderr, leave=False):
+    for src, dst in tqdm(pairs, desc=desc, disable=True if len(pairs) < 2 else None, file=sys.stderr, leave=False):
         try:
             work(src, dst)
         except Exception as e:  # noqa: BLE001 - reported in one line below

@@ -115,7 +115,9 @@ def _check(symbols: np.ndarray, pmf: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def _probs(pmf: np.ndarray) -> np.ndarray:
     # Exact dyadic floats: both sides hand constriction bit-identical inputs.
-    return pmf.astype(np.float64) / _TOTAL
+    # C order matters: constriction misreads other layouts (e.g. a transposed
+    # [N, K] view) as a different table, which still round-trips but wastes bits.
+    return np.ascontiguousarray(pmf, dtype=np.float64) / _TOTAL
 
 
 class Encoder:
@@ -128,7 +130,7 @@ class Encoder:
         """Appends symbols [N] (ints in [0, K)) coded with pmf [N, K] from pmf_from_logits."""
         s, pmf = _check(symbols, pmf)
         if s.size and pmf.shape[1] > 1:  # K == 1 carries no information
-            self._coder.encode(s.astype(np.int32), _MODEL, _probs(pmf))
+            self._coder.encode(np.ascontiguousarray(s, dtype=np.int32), _MODEL, _probs(pmf))
 
     def finish(self) -> bytes:
         """Returns the stream: constriction's uint32 words as little-endian bytes."""

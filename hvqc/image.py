@@ -53,13 +53,19 @@ def normalise_mode(img: Image.Image) -> Image.Image:
     if m in ("1", "F"):
         return img.convert("L")
     if m.startswith("I;16") or m == "I":
-        arr = np.asarray(img, dtype=np.int64).clip(0, 65535).astype(np.uint16)
-        return Image.fromarray(arr, mode="I;16")
+        arr = np.asarray(img, dtype=np.int64).clip(0, 65535)
+        return _i16(arr)
     if m in ("La",):
         return img.convert("LA")
     if m in ("RGBa", "RGBX") or "A" in m:
         return img.convert("RGBA")
     return img.convert("RGB")
+
+
+def _i16(arr: np.ndarray) -> Image.Image:
+    """``[H, W]`` ints in 0..65535 -> an ``I;16`` image. Built from raw bytes: Pillow 13's
+    ``fromarray`` rejects ``mode="I;16"``."""
+    return Image.frombytes("I;16", (arr.shape[1], arr.shape[0]), arr.astype("<u2").tobytes())
 
 
 def to_tensor(img: Image.Image) -> tuple[torch.Tensor, np.ndarray | None]:
@@ -80,8 +86,7 @@ def from_tensor(x: torch.Tensor, mode: str, alpha: np.ndarray | None = None) -> 
     """Inverse of :func:`to_tensor`: ``[1, 3, H, W]`` -> image in ``mode``."""
     x = x.detach().float().clamp(0, 1)[0]
     if mode == "I;16":
-        g = (x.mean(0) * 65535).round().to(torch.int32).numpy().astype(np.uint16)
-        return Image.fromarray(g, mode="I;16")
+        return _i16((x.mean(0) * 65535).round().to(torch.int32).numpy())
     rgb = (x.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
     img = Image.fromarray(rgb, mode="RGB")
     if mode in ("L", "LA"):

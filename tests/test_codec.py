@@ -1,0 +1,348 @@
+"""Tests for hvqc.codec and hvqc.api with the tiny test model."""
+import hashlib
+import io
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hvqc import api, bitstream, codec, entropy
+from hvqc.bitstream import FormatError
+from hvqc.image import pad_to, to_tensor
+from hvqc.zoo import ModelError
+
+# sha256 of tests/data/photo96x64.png coded by the tiny model at level 1.
+# A change here means the bitstream changed: bump hvqc.bitstream.VERSION.
+GOLDEN_SHA256 = "844282cc044c05504c5dee2c432aa93f8e2ae514d48fafea7012dd1753e6a37d"
+
+
+def pixels(img: Image.Image) -> np.ndarray:
+    return np.asarray(img).copy()
+
+
+@pytest.fixture(scope="module")
+def big_img(photo_path) -> Image.Image:
+    """A 384x256 image: enough positions for the rate checks to mean something."""
+    return Image.open(photo_path).convert("RGB").resize((384, 256), Image.BICUBIC)
+
+
+@pytest.fixture(scope="module")
+def files(tiny, photo_path):
+    """The test photo coded at each level: {level: CompressResult}."""
+    img = Image.open(photo_path).convert("RGB")
+    return {lv: codec.compress_image(tiny, img, lv) for lv in (1, 2, 3)}
+
+
+# --- round trips ---------------------------------------------------------------
+
+@pytest.mark.parametrize("level", [1, 2, 3])
+def test_round_trip_each_level(tiny, files, level):
+    res = files[level]
+    assert res.levels == tuple(range(3, level - 1, -1))
+    assert len(res.payload_bytes) == len(res.estimated_bits) == len(res.levels)
+    c = bitstream.read(res.data)
+    assert c.header.model == "tiny" and c.header.weights_hash == tiny.hash_prefix
+    assert (c.header.width, c.header.height, c.header.mode) == (96, 64, "RGB")
+    assert [len(s) for s in c.segments] == res.payload_bytes
+    out = api.decompress(res.data)
+    assert out.size == (96, 64) and out.mode == "RGB"
+
+
+def test_level_stops_early_exactly(files):
+    full = files[1].data
+    for level in (2, 3):
+        a = api.decompress(full, level=level)
+        b = api.decompress(files[level].data)
+        assert np.array_equal(pixels(a), pixels(b))
+    assert np.array_equal(pixels(api.decompress(full, level=1)), pixels(api.decompress(full)))
+    # The levels really differ (otherwise the checks above prove nothing).
+    assert not np.array_equal(pixels(api.decompress(full)), pixels(api.decompress(files[3].data)))
+
+
+def test_level_not_in_file(files):
+    with pytest.raises(ValueError, match="level 1 not in file"):
+        api.decompress(files[2].data, level=1)
+
+
+@pytest.mark.parametrize("level", [2, 3])
+def test_truncate_equals_coding_at_that_level(files, level):
+    cut = bitstream.truncate(files[1].data, level)
+    assert cut == files[level].data                    # same bytes, not just same pixels
+    assert np.array_equal(pixels(api.decompress(cut)), pixels(api.decompress(files[level].data)))
+
+
+def test_codes_survive_the_coder(tiny, big_img):
+    """The decoder recovers exactly the codes the encoder saw, at every level."""
+    x, _ = to_tensor(big_img)
+    codes = tiny.model.encode(pad_to(x, 16))
+    segs, _ = codec.compress_codes(tiny, codes, 0)
+    shapes = codec.level_shapes(tiny, (256, 384))
+    assert shapes == [tuple(c.shape[1:]) for c in codes]
+    back = codec.decompress_codes(tiny, segs, shapes)
+    assert len(back) == 3
+    for got, want in zip(back, reversed(codes)):
+        assert torch.equal(got, want)
+    # Only the top levels: what is there is still exact.
+    back2 = codec.decompress_codes(tiny, segs[:2], shapes)
+    assert torch.equal(back2[0], codes[2]) and torch.equal(back2[1], codes[1])
+
+
+def test_decoded_image_is_the_models_decoding(tiny, big_img):
+    data = api.compress(big_img, tiny, level=2)
+    x, _ = to_tensor(big_img)
+    codes = tiny.model.encode(x)
+    with torch.no_grad():
+        down = tiny.model64.descend(1, codes[1])
+        want = tiny.model.predict(0, down[0]).clamp(0, 1)
+    want = (want[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    assert np.array_equal(pixels(api.decompress(data)), want)
+
+
+def test_encoding_is_deterministic(tiny, photo_path, photo_img):
+    a = api.compress(photo_img, tiny)
+    b = api.compress(photo_img.copy(), tiny)
+    c = api.compress(photo_path, tiny, level=1)
+    assert a == b == c
+
+
+def test_api_checks_arguments(tiny, photo_img):
+    with pytest.raises(ValueError, match="level or bpp"):
+        api.compress(photo_img, tiny, level=1, bpp=0.5)
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match="level must be in 1..3"):
+            api.compress(photo_img, tiny, level=bad)
+
+
+def test_bpp_picks_finest_level_under_target(tiny, files, photo_img):
+    px = 96 * 64
+    bpp = {lv: 8 * len(r.data) / px for lv, r in files.items()}
+    assert bpp[1] > bpp[2] > bpp[3]
+    for target, level in [(bpp[1] + 1, 1), (bpp[1], 1), (bpp[2], 2),
+                          ((bpp[2] + bpp[1]) / 2, 2), (bpp[2] - 1e-9, 3), (bpp[3], 3)]:
+        res = api.compress_file(photo_img, tiny, bpp=target)
+        assert (res.level, res.note) == (level, ""), target
+        assert res.data == files[level].data
+        assert res.bpp == pytest.approx(bpp[level]) and res.bpp <= target
+    res = api.compress_file(photo_img, tiny, bpp=bpp[3] / 2)
+    assert res.level == 3 and res.data == files[3].data
+    assert res.note.startswith("no level reaches") and "level 3" in res.note
+
+
+def test_same_result_across_thread_counts(tiny, big_img):
+    before = torch.get_num_threads()
+    try:
+        out = {}
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            data = api.compress(big_img, tiny)
+            out[n] = (data, pixels(api.decompress(data)),
+                      pixels(api.decompress(data, level=3)))
+    finally:
+        torch.set_num_threads(before)
+    assert out[1][0] == out[2][0]
+    assert np.array_equal(out[1][1], out[2][1])
+    assert np.array_equal(out[1][2], out[2][2])
+
+
+def test_payload_matches_prior_estimate(tiny, big_img):
+    res = codec.compress_image(tiny, big_img, 1)
+    assert len(res.payload_bytes) == 3
+    for lv, n, bits in zip(res.levels, res.payload_bytes, res.estimated_bits):
+        ideal = bits / 8
+        assert abs(n - ideal) <= 0.005 * ideal + 8, f"level {lv}: {n} bytes vs ideal {ideal:.1f}"
+
+
+def test_coder_ignores_memory_layout():
+    """The codec hands the coder transposed (column-major) tables; they must code as
+    the same table, i.e. at their ideal cost and to the same bytes as a C-order copy."""
+    rng = np.random.default_rng(0)
+    pmf = entropy.pmf_from_logits(np.asfortranarray(rng.normal(size=(4000, 32)) * 4))
+    assert pmf.flags.f_contiguous and not pmf.flags.c_contiguous
+    cdf = np.cumsum(pmf, 1)
+    sym = (cdf <= rng.integers(0, 1 << entropy.PRECISION, size=(4000, 1))).sum(1)
+    data = entropy.encode_symbols(sym, pmf)
+    assert data == entropy.encode_symbols(sym, np.ascontiguousarray(pmf))
+    ideal = entropy.cost_bits(sym, pmf) / 8
+    assert abs(len(data) - ideal) <= 0.005 * ideal + 8
+    assert np.array_equal(entropy.decode_symbols(data, pmf), sym)
+
+
+# --- golden --------------------------------------------------------------------
+
+def test_golden_file(tiny, photo_path):
+    data = api.compress(photo_path, tiny, level=1)
+    assert hashlib.sha256(data).hexdigest() == GOLDEN_SHA256
+
+
+# --- odd images ----------------------------------------------------------------
+
+def _rgb(w, h, seed=0):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+
+
+def _alpha(w, h, seed=1):
+    return np.random.default_rng(seed).integers(0, 256, (h, w), dtype=np.uint8)
+
+
+def _save(img, tmp_path, name, **kw):
+    p = tmp_path / name
+    img.save(p, **kw)
+    return p
+
+
+def _round(tiny, src, level=1):
+    return api.decompress(api.compress(src, tiny, level=level))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 257), (257, 1), (17, 5)])
+def test_tiny_and_thin_images(tiny, size):
+    for level in (1, 3):
+        out = _round(tiny, _rgb(*size), level)
+        assert out.size == size and out.mode == "RGB"
+
+
+def test_gray(tiny, tmp_path):
+    p = _save(_rgb(31, 19).convert("L"), tmp_path, "g.png")
+    out = _round(tiny, p)
+    assert out.mode == "L" and out.size == (31, 19)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_comes_back_exactly(tiny, tmp_path, mode):
+    a = _alpha(29, 23)
+    img = _rgb(29, 23).convert(mode[:-1])
+    img.putalpha(Image.fromarray(a, "L"))
+    p = _save(img, tmp_path, "a.png")
+    for level in (1, 2):
+        out = _round(tiny, p, level)
+        assert out.mode == mode and out.size == (29, 23)
+        assert np.array_equal(np.asarray(out.getchannel("A")), a)
+
+
+def test_16_bit(tiny, tmp_path):
+    arr = (np.arange(21 * 34).reshape(21, 34) * 91 % 65536).astype("<u2")
+    img = Image.frombytes("I;16", (34, 21), arr.tobytes())
+    p = _save(img, tmp_path, "g16.png")
+    assert Image.open(p).mode in ("I;16", "I")
+    out = _round(tiny, p)
+    assert out.mode == "I;16" and out.size == (34, 21)
+    assert np.asarray(out).dtype == np.uint16
+    out.save(io.BytesIO(), format="PNG")          # what the CLI does with it
+    # In memory, straight from a 32-bit "I" image too (clipped to 16 bits).
+    wide = Image.fromarray(np.full((5, 7), 70000, np.int32))
+    assert wide.mode == "I"
+    out = _round(tiny, wide)
+    assert out.mode == "I;16" and out.size == (7, 5)
+
+
+def test_palette(tiny, tmp_path):
+    p = _save(_rgb(25, 14).convert("P"), tmp_path, "p.png")
+    assert Image.open(p).mode == "P"
+    out = _round(tiny, p)
+    assert out.mode == "RGB" and out.size == (25, 14)
+
+
+def test_palette_with_transparency(tiny, tmp_path):
+    img = _rgb(25, 14).quantize(16)
+    p = _save(img, tmp_path, "pt.png", transparency=3)
+    src = Image.open(p)
+    assert src.mode == "P" and "transparency" in src.info
+    want_alpha = np.asarray(src.convert("RGBA").getchannel("A"))
+    assert (want_alpha == 0).any() and (want_alpha == 255).any()
+    out = _round(tiny, p)
+    assert out.mode == "RGBA" and out.size == (25, 14)
+    assert np.array_equal(np.asarray(out.getchannel("A")), want_alpha)
+
+
+def test_cmyk_jpeg(tiny, tmp_path):
+    p = _save(_rgb(30, 20).convert("CMYK"), tmp_path, "c.jpg", quality=90)
+    assert Image.open(p).mode == "CMYK"
+    out = _round(tiny, p)
+    assert out.mode == "RGB" and out.size == (30, 20)
+
+
+def test_exif_orientation_is_applied(tiny, tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6                                  # rotate 90 degrees clockwise to display
+    p = _save(_rgb(40, 24), tmp_path, "o.jpg", exif=exif)
+    assert Image.open(p).size == (40, 24)
+    data = api.compress(p, tiny)
+    h = bitstream.read(data).header
+    assert (h.width, h.height) == (24, 40)
+    out = api.decompress(data)
+    assert out.size == (24, 40) and out.mode == "RGB"
+
+
+# --- bad files -----------------------------------------------------------------
+
+def test_bad_magic(files):
+    data = b"JUNK" + files[1].data[4:]
+    with pytest.raises(FormatError, match="bad magic"):
+        api.decompress(data)
+
+
+def test_truncated(files):
+    data = files[1].data
+    for n in (len(data) - 1, len(data) // 2, 10):
+        with pytest.raises(FormatError, match="truncated file"):
+            api.decompress(data[:n])
+
+
+def test_crc_flip(files):
+    data = bytearray(files[1].data)
+    data[len(data) // 2] ^= 0x10
+    with pytest.raises(FormatError, match="CRC32 mismatch"):
+        api.decompress(bytes(data))
+
+
+def _rewrite(data: bytes, **changes) -> bytes:
+    c = bitstream.read(data)
+    return bitstream.write(replace(c, header=replace(c.header, **changes)))
+
+
+def test_unknown_model(files):
+    with pytest.raises(ModelError, match="unknown model 'nosuch' \\(known: tiny\\)"):
+        api.decompress(_rewrite(files[1].data, model="nosuch"))
+
+
+def test_wrong_weights_hash(tiny, files):
+    data = _rewrite(files[1].data, weights_hash=bytes.fromhex("01020304"))
+    with pytest.raises(ModelError, match=f"coded with model tiny@01020304 but the installed one "
+                                         f"is tiny@{tiny.hash_prefix.hex()}"):
+        api.decompress(data)
+
+
+def test_wrong_level_count(files):
+    c = bitstream.read(files[2].data)
+    h = replace(c.header, num_levels=4, levels=(4, 3))
+    data = bitstream.write(replace(c, header=h))
+    with pytest.raises(ModelError, match="file expects 4 levels, model 'tiny' has 3"):
+        api.decompress(data)
+
+
+def test_corrupt_payload_with_valid_crc(files):
+    c = bitstream.read(files[1].data)
+    segs = list(c.segments)
+    segs[-1] = segs[-1] + b"\x00"                        # not a whole number of words
+    with pytest.raises(FormatError, match="corrupt payload"):
+        api.decompress(bitstream.write(replace(c, segments=tuple(segs))))
+
+
+def test_missing_alpha_plane(tiny, photo_img):
+    img = photo_img.convert("RGBA")
+    c = bitstream.read(api.compress(img, tiny, level=3))
+    assert codec.ALPHA_TAG in c.extras
+    with pytest.raises(FormatError, match="alpha plane missing"):
+        api.decompress(bitstream.write(replace(c, extras={})))
+    bad = bitstream.write(replace(c, extras={codec.ALPHA_TAG: b"not zlib"}))
+    with pytest.raises(FormatError, match="alpha plane does not inflate"):
+        api.decompress(bad)
+
+
+def test_speech_file_is_not_an_image(files):
+    data = _rewrite(files[3].data, modality=1, sample_rate=16000)
+    with pytest.raises(FormatError, match="not an image file"):
+        api.decompress(data)

@@ -1,0 +1,131 @@
+"""Tests for hvqc.hierarchy with the tiny test configuration."""
+import json
+
+import pytest
+import torch
+
+from hvqc.hierarchy import HierarchicalVQVAE, HierarchyConfig
+from make_tiny import tiny_config
+
+
+@pytest.fixture(scope="module")
+def model() -> HierarchicalVQVAE:
+    torch.manual_seed(0)
+    return HierarchicalVQVAE(tiny_config()).eval()
+
+
+@pytest.fixture(scope="module")
+def x() -> torch.Tensor:
+    return torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+
+
+def test_strides():
+    cfg = tiny_config()
+    assert [cfg.stride(l) for l in range(3)] == [4, 8, 16]
+
+
+def test_encode_grids(model, x):
+    codes = model.encode(x)
+    assert len(codes) == model.num_levels == 3
+    for l, c in enumerate(codes):
+        s = model.config.stride(l)
+        assert c.shape == (1, 64 // s, 96 // s)
+        assert c.dtype == torch.int64
+        assert 0 <= c.min() and c.max() < model.config.levels[l].codes
+    assert [c.shape for c in codes] == [(1, 16, 24), (1, 8, 12), (1, 4, 6)]
+
+
+def test_encode_matches_latents_and_quantizers(model, x):
+    with torch.no_grad():
+        zs = model.latents(x)
+        codes = model.encode(x)
+    for lv, z, c in zip(model.levels, zs, codes):
+        assert torch.equal(lv.quantizer.encode(z), c)
+
+
+def test_predict_shapes(model, x):
+    codes = model.encode(x)
+    with torch.no_grad():
+        assert model.predict(0, codes[0]).shape == (1, 3, 64, 96)
+        assert model.predict(1, codes[1]).shape == (1, 8, 16, 24)
+        assert model.predict(2, codes[2]).shape == (1, 8, 8, 12)
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_decode_with_lower_levels_given_equals_predict(model, x, level):
+    codes = model.encode(x)
+    given = {l: codes[l] for l in range(level)}
+    with torch.no_grad():
+        out = model.decode(level, codes[level], given)
+        want = model.predict(0, codes[0])
+    assert out.shape == x.shape
+    assert torch.equal(out, want)
+
+
+def test_descend_requantizes_missing_levels(model, x):
+    codes = model.encode(x)
+    with torch.no_grad():
+        down = model.descend(2, codes[2])
+        assert sorted(down) == [0, 1, 2] and torch.equal(down[2], codes[2])
+        want1 = model.levels[1].quantizer.encode(model.predict(2, codes[2]))
+        assert torch.equal(down[1], want1)
+        assert torch.equal(down[0], model.levels[0].quantizer.encode(model.predict(1, want1)))
+        # A given level is used as is, and what is below it follows from it.
+        part = model.descend(2, codes[2], {1: codes[1]})
+        assert torch.equal(part[1], codes[1])
+        assert torch.equal(part[0], model.levels[0].quantizer.encode(model.predict(1, codes[1])))
+        assert torch.equal(model.decode(2, codes[2]), model.predict(0, down[0]))
+
+
+def test_forward_losses_and_gradients():
+    torch.manual_seed(2)
+    m = HierarchicalVQVAE(tiny_config()).train()
+    x = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(3))
+    out = m(x)
+    assert out.x_hat.shape == x.shape
+    assert len(out.levels) == len(out.latents) == len(out.indices) == 3
+    total = torch.zeros(())
+    for i, st in enumerate(out.levels):
+        for name in ("recon", "quant", "bits", "perplexity"):
+            v = getattr(st, name)
+            assert v.shape == () and torch.isfinite(v), f"level {i} {name} = {v}"
+        assert st.recon.item() > 0 and st.bits.item() > 0
+        assert 1 <= st.perplexity.item() <= m.config.levels[i].codes + 1e-3
+        total = total + st.recon + st.quant + st.bits
+    for i, (z, idx) in enumerate(zip(out.latents, out.indices)):
+        s = m.config.stride(i)
+        assert z.shape == (2, m.config.levels[i].dim, 32 // s, 48 // s)
+        assert idx.shape == (2, 32 // s, 48 // s)
+    total.backward()
+    for i, lv in enumerate(m.levels):
+        for part in ("encoder", "decoder", "prior"):
+            grads = [p.grad for p in getattr(lv, part).parameters()]
+            assert all(g is not None and torch.isfinite(g).all() for g in grads), f"level {i} {part}"
+            assert sum(g.abs().sum() for g in grads) > 0, f"no gradient reaches level {i} {part}"
+        assert lv.quantizer.codebook.grad.abs().sum() > 0
+
+
+def test_priors_train_on_detached_inputs():
+    """The prior's loss must not move the autoencoder (codes and conditioning are detached)."""
+    torch.manual_seed(4)
+    m = HierarchicalVQVAE(tiny_config()).train()
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    out = m(x)
+    sum(st.bits for st in out.levels).backward()
+    for lv in m.levels:
+        for part in (lv.encoder, lv.decoder, lv.quantizer):
+            assert all(p.grad is None or p.grad.abs().sum() == 0 for p in part.parameters())
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lv.prior.parameters())
+
+
+def test_config_round_trip():
+    cfg = tiny_config()
+    d = cfg.to_dict()
+    assert HierarchyConfig.from_dict(d) == cfg
+    back = HierarchyConfig.from_dict(json.loads(json.dumps(d)))
+    assert back == cfg
+    assert back.levels[0].codes == 32 and back.levels[1].down == 1 and back.dims == 2
+    # A model built from the round-tripped config accepts the original's weights.
+    torch.manual_seed(6)
+    a = HierarchicalVQVAE(cfg)
+    HierarchicalVQVAE(back).load_state_dict(a.state_dict(), strict=True)
