@@ -4,11 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from . import bitstream
 from .codec import compress_image, decompress_image
-from .image import MODES, load_image
+from .image import load_image, normalise_mode
 from .zoo import DEFAULT_MODEL, LoadedModel, load
 
 __all__ = ["compress", "decompress", "describe", "compress_file", "MAX_ENCODE_PIXELS"]
@@ -43,10 +43,10 @@ def _pick(data: bytes, pixels: int, target: float) -> tuple[bytes, int, str]:
 
 
 def _image(image) -> Image.Image:
-    img = load_image(image) if isinstance(image, (str, Path)) else image
-    if img.mode not in MODES:
-        from .image import normalise_mode
-        img = normalise_mode(img)
+    if isinstance(image, (str, Path)):
+        img = load_image(image, MAX_ENCODE_PIXELS)
+    else:
+        img = normalise_mode(ImageOps.exif_transpose(image))
     if img.width * img.height > MAX_ENCODE_PIXELS:
         raise ValueError(f"image too large: {img.width}x{img.height} exceeds "
                          f"{MAX_ENCODE_PIXELS} pixels")

@@ -187,6 +187,23 @@ def info(file: Path = typer.Argument(..., help="An .hvqc file."),
 
 
 @app.command()
+def truncate(file: Path = typer.Argument(..., help="An .hvqc file."),
+             level: int = typer.Option(..., "--level", "-l", help="Finest level to keep."),
+             output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file."),
+             force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output.")):
+    """Drop the levels below --level from a file (no model needed): a lower-rate file."""
+    from .bitstream import truncate as cut
+    try:
+        if output is None:
+            output = file.with_name(f"{file.stem}.l{level}.hvqc")
+        (_, dst), = _plan([file], False, output, ".hvqc", force)
+        data = cut(file.read_bytes(), level)
+        _atomic_write(dst, lambda f: f.write(data))
+    except Exception as e:  # noqa: BLE001
+        _report(e)
+
+
+@app.command()
 def models():
     """List the installed models, their levels and typical rates."""
     from .zoo import manifest

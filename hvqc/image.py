@@ -32,10 +32,12 @@ def photo_config() -> HierarchyConfig:
     ])
 
 
-def load_image(path: str | Path) -> Image.Image:
+def load_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     """Open any Pillow-readable image, apply EXIF orientation, and normalise its mode
-    (:func:`normalise_mode`)."""
+    (:func:`normalise_mode`). ``max_pixels`` is checked before any pixel is decoded."""
     img = Image.open(path)
+    if max_pixels is not None and img.width * img.height > max_pixels:
+        raise ValueError(f"image too large: {img.width}x{img.height} exceeds {max_pixels} pixels")
     img.load()
     return normalise_mode(ImageOps.exif_transpose(img))
 

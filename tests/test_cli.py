@@ -229,3 +229,15 @@ def test_photo_model_levels(photo_weights, cli, tmp_path):
         size[level] = (coded / f"l{level}.hvqc").stat().st_size
     assert psnr[1] > psnr[3], psnr
     assert size[3] < size[1], size
+
+
+def test_truncate_gives_the_level3_file_without_a_model(work, cli, tmp_path):
+    out = tmp_path / "cut.hvqc"
+    rc, _, err = cli("truncate", work / "photo.hvqc", "--level", "3", "-o", out)
+    assert (rc, err) == (0, ""), err
+    assert out.read_bytes() == (work / "l3.hvqc").read_bytes()
+    rc, _, err = cli("truncate", work / "photo.hvqc", "--level", "3", "-o", out)
+    assert_one_error_line(rc, err, "--force")
+    rc, _, err = cli("truncate", work / "l3.hvqc", "--level", "1", "-o", tmp_path / "x.hvqc")
+    assert_one_error_line(rc, err, "cannot truncate")
+    assert not (tmp_path / "x.hvqc").exists()
