@@ -20,7 +20,7 @@ from hvqc.api import decompress
 from hvqc.codec import compress_image
 from hvqc.data import data_root
 from hvqc.image import load_image
-from hvqc.zoo import load
+from hvqc.zoo import load, weights_dir
 
 
 def main() -> None:
@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--model", default="photo")
     ap.add_argument("--images", type=Path, default=None)
     ap.add_argument("-o", "--output", type=Path, default=None)
+    ap.add_argument("--update-manifest", action="store_true",
+                    help="record each level's mean bpp as its typical rate in weights/manifest.json")
     args = ap.parse_args()
     folder = args.images or data_root() / "kodak"
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
@@ -66,6 +68,15 @@ def main() -> None:
     out = args.output or Path("bench/results") / f"{args.model}_{folder.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
+    if args.update_manifest:
+        path = weights_dir() / "manifest.json"
+        man = json.loads(path.read_text())
+        for lv in man["models"][args.model]["levels"]:
+            lv["typical_bpp"] = round(mean[lv["level"] - 1]["bpp"], 4)
+        man["models"][args.model]["evaluation"] = {
+            "data": f"{folder.name} ({len(files)} images)", "results": str(out),
+            "levels": [{k: round(v, 4) for k, v in m.items() if k != "bytes"} for m in mean]}
+        path.write_text(json.dumps(man, indent=2) + "\n")
     for m in mean:
         print(f"level {m['level']}: {m['bpp']:.4f} bpp  PSNR {m['psnr']:.2f}  MS-SSIM {m['ms_ssim']:.4f}"
               f"  enc {m['encode_s']:.2f}s dec {m['decode_s']:.2f}s")

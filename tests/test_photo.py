@@ -1,0 +1,73 @@
+"""The shipped photo model: bit-exact across thread counts, coder efficiency, sane quality.
+
+Skipped (with the reason) when weights/ does not hold the model yet.
+"""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+
+KODIM = ROOT / "examples" / "kodim23.png"
+
+SCRIPT = r"""
+import hashlib, json, sys, torch
+torch.set_num_threads(int(sys.argv[1]))
+from PIL import Image
+from hvqc.zoo import load
+from hvqc.codec import compress_image, decompress_image
+lm = load("photo")
+img = Image.open(sys.argv[2]).convert("RGB").crop((128, 64, 384, 256))
+res = compress_image(lm, img, 1)
+out = decompress_image(res.data, lm)
+print(json.dumps({"bytes": hashlib.sha256(res.data).hexdigest(),
+                  "pixels": hashlib.sha256(out.tobytes()).hexdigest()}))
+"""
+
+
+def _run(threads, weights):
+    env = dict(os.environ, HVQC_WEIGHTS=str(weights), OMP_NUM_THREADS=str(threads),
+               PYTHONPATH=str(ROOT))
+    p = subprocess.run([sys.executable, "-c", SCRIPT, str(threads), str(KODIM)], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_bit_exact_across_thread_counts(photo_weights):
+    assert _run(1, photo_weights) == _run(2, photo_weights)
+
+
+@pytest.fixture(scope="module")
+def photo(photo_weights):
+    from hvqc import zoo
+    old = os.environ.get("HVQC_WEIGHTS")
+    os.environ["HVQC_WEIGHTS"] = str(photo_weights)
+    zoo.load.cache_clear()
+    try:
+        yield zoo.load("photo")
+    finally:
+        os.environ["HVQC_WEIGHTS"] = old
+        zoo.load.cache_clear()
+
+
+def test_payload_matches_the_prior_and_quality_is_sane(photo):
+    from hvqc.analysis.metrics import as_float_rgb, ms_ssim, psnr
+    from hvqc.codec import compress_image, decompress_image
+    img = Image.open(KODIM).convert("RGB")
+    prev = None
+    for level in (3, 2, 1):
+        res = compress_image(photo, img, level)
+        payload, est = 8 * sum(res.payload_bytes), sum(res.estimated_bits)
+        assert est - 32 <= payload <= est * 1.005 + 64 * len(res.payload_bytes)
+        out = decompress_image(res.data, photo)
+        q = (psnr(as_float_rgb(out), as_float_rgb(img)), ms_ssim(as_float_rgb(out), as_float_rgb(img)))
+        if prev is not None:          # a finer level costs more and looks better
+            assert len(res.data) > prev[0] and q[0] > prev[1][0] and q[1] > prev[1][1]
+        prev = (len(res.data), q)
+    assert prev[1][0] > 24.0 and prev[1][1] > 0.9, prev     # level 1 on the parrots
