@@ -221,14 +221,22 @@ def models():
 
 
 @app.command()
-def train(recipe: str = typer.Argument("photo", help="Which model to train (photo)."),
+def train(recipe: str = typer.Argument("photo", help="Which model to train: photo, or photo-upper "
+                                       "(stage 2 of photo, from --init)."),
           steps: int = typer.Option(6000, help="Optimisation steps."),
           run: Path = typer.Option(Path("runs/photo"), help="Run folder (resumed if it exists)."),
-          batch: int = typer.Option(8), crop: int = typer.Option(128), seed: int = typer.Option(0)):
+          batch: int = typer.Option(8), crop: int = typer.Option(128), seed: int = typer.Option(0),
+          init: Optional[Path] = typer.Option(None, help="Start from this run's checkpoint "
+                                              "(photo-upper: the stage-1 run).")):
     """Train a model (resumable; also runs under torchrun)."""
     from .recipes import train_recipe
     try:
-        path = train_recipe(recipe, run, steps, batch=batch, crop=crop, seed=seed,
+        init_ck = ""
+        if init is not None:
+            init_ck = str(init / "ckpt.pt" if init.is_dir() else init)
+            if not Path(init_ck).exists():
+                raise UserError(f"no checkpoint at {init_ck}")
+        path = train_recipe(recipe, run, steps, batch=batch, crop=crop, seed=seed, init=init_ck,
                             command=" ".join(["hvqc"] + sys.argv[1:]))
     except Exception as e:  # noqa: BLE001
         _report(e)

@@ -90,6 +90,7 @@ class HierarchyOutput:
     levels: list[LevelStats]
     latents: list[torch.Tensor]     # pre-quantization latents per level
     indices: list[torch.Tensor]
+    x_hat_levels: list[torch.Tensor] = field(default_factory=list)  # signal from each level l > 0
 
 
 class HierarchicalVQVAE(nn.Module):
@@ -150,10 +151,15 @@ class HierarchicalVQVAE(nn.Module):
         """Signal from the codes of ``level`` (and any transmitted lower levels)."""
         return self.predict(0, self.descend(level, indices, given)[0])
 
-    def forward(self, x: torch.Tensor, tau: float = 1.0) -> HierarchyOutput:
+    def forward(self, x: torch.Tensor, tau: float = 1.0, signal_levels: bool = False) -> HierarchyOutput:
         """Training pass. Each level learns to reconstruct the (detached) latent of the
-        level below; priors learn on detached codes and predictions."""
-        stats, latents, indices = [], [], []
+        level below; priors learn on detached codes and predictions.
+
+        With ``signal_levels``, each level ``l > 0`` is also decoded all the way to the
+        signal through the decoders below (its prediction fed down continuously, on the
+        sphere), so a loss in signal space can train the upper levels.
+        """
+        stats, latents, indices, recs = [], [], [], []
         target, h, x_hat = x, x, None
         for i, lv in enumerate(self.levels):
             z = lv.encoder(h)
@@ -165,6 +171,7 @@ class HierarchicalVQVAE(nn.Module):
             else:
                 recon = F.mse_loss(rec, target) / target.var().clamp_min(1e-6)
             stats.append(LevelStats(recon, q.loss, torch.zeros(()), q.perplexity))
+            recs.append(rec)
             latents.append(z)
             indices.append(q.indices)
             target = h = F.normalize(z.detach(), dim=1)   # what the quantizer sees
@@ -174,4 +181,11 @@ class HierarchicalVQVAE(nn.Module):
                 with torch.no_grad():
                     cond = self.predict(i + 1, indices[i + 1])
             stats[i].bits = lv.prior(indices[i], cond)
-        return HierarchyOutput(x_hat, stats, latents, indices)
+        x_levels = []
+        if signal_levels:
+            for i in range(1, self.num_levels):
+                h = recs[i]
+                for k in range(i - 1, -1, -1):
+                    h = self.levels[k].decoder(F.normalize(h, dim=1))
+                x_levels.append(h)
+        return HierarchyOutput(x_hat, stats, latents, indices, x_levels)

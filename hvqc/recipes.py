@@ -29,17 +29,30 @@ def photo_distortion(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def train_photo(run_dir: Path, steps: int, batch: int = 8, crop: int = 128, seed: int = 0,
-                progress: bool = True, command: str = "") -> Path:
+                progress: bool = True, command: str = "", init: str = "",
+                upper: bool = False) -> Path:
+    """The photo model. Stage 1 trains every level; ``upper`` (stage 2, from ``init``)
+    freezes level 0 and trains the levels above with a loss on the pixels they decode
+    to through the levels below, at the low temperature where stage 1 ended."""
     folders = [require(f) for f in PHOTO_FOLDERS]
     rank = int(os.environ.get("RANK", "0"))          # torchrun: each process its own crops
     sampler = CropSampler(folders, crop, seed + 1000 * rank)
     meta = {"data": ", ".join(PHOTO_FOLDERS), "images": len(sampler), "crop": crop,
             "batch": batch, "command": command}
+    settings = TrainSettings(steps=steps, seed=seed, init=init)
+    if upper:
+        settings.signal_weight, settings.freeze_levels = 1.0, 1
+        settings.tau_start = settings.tau_end = 0.1
+        settings.lr = 1e-4
     return train(photo_config(), lambda step: sampler.sample(batch), photo_distortion, run_dir,
-                 TrainSettings(steps=steps, seed=seed), meta, progress)
+                 settings, meta, progress)
 
 
-RECIPES = {"photo": train_photo}
+def train_photo_upper(run_dir: Path, steps: int, **kw) -> Path:
+    return train_photo(run_dir, steps, upper=True, **kw)
+
+
+RECIPES = {"photo": train_photo, "photo-upper": train_photo_upper}
 
 
 def train_recipe(name: str, run_dir: Path, steps: int, **kw) -> Path:

@@ -35,6 +35,9 @@ class TrainSettings:
     prior_weight: float = 0.05    # scale of the priors' bits in the summed loss (disjoint params)
     ckpt_every: int = 250
     seed: int = 0
+    signal_weight: float = 0.0    # weight of the signal-space loss of each level above 0
+    freeze_levels: int = 0        # bottom levels whose encoder, quantizer and decoder stay fixed
+    init: str = ""                # checkpoint to start from when the run has none
 
 
 def tau_at(step: int, s: TrainSettings) -> float:
@@ -71,7 +74,13 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "ckpt.pt"
     model = HierarchicalVQVAE(config)
-    opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    if settings.init and not ckpt_path.exists():
+        model.load_state_dict(torch.load(settings.init, map_location="cpu", weights_only=True)["model"])
+    frozen = {id(p) for lv in model.levels[: settings.freeze_levels]
+              for part in (lv.encoder, lv.quantizer, lv.decoder) for p in part.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) not in frozen)
+    opt = torch.optim.Adam([p for p in model.parameters() if id(p) not in frozen], lr=settings.lr)
     step = 0
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -103,18 +112,20 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
         for g in opt.param_groups:
             g["lr"] = lr
         x = sample(step)
-        out = net(x, tau_at(step, settings))
+        out = net(x, tau_at(step, settings), settings.signal_weight > 0)
         dist_loss = distortion(out.x_hat, x)
         loss = dist_loss
+        for x_l in out.x_hat_levels:
+            loss = loss + settings.signal_weight * distortion(x_l, x)
         for i, s in enumerate(out.levels):
             loss = loss + (s.recon if i else 0) + s.quant + settings.prior_weight * s.bits
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()
         step += 1
         if step % settings.reset_every == 0 and step < settings.reset_until * settings.steps:
-            for lv, z in zip(model.levels, out.latents):
+            for lv, z in list(zip(model.levels, out.latents))[settings.freeze_levels:]:
                 lv.quantizer.reset_dead(z)
                 lv.quantizer.calibrate(z, momentum=0.8)
                 if dist.is_initialized():   # keep replicas identical

@@ -129,3 +129,21 @@ def test_config_round_trip():
     torch.manual_seed(6)
     a = HierarchicalVQVAE(cfg)
     HierarchicalVQVAE(back).load_state_dict(a.state_dict(), strict=True)
+
+
+def test_signal_levels_decode_every_upper_level_to_pixels_with_gradients(x):
+    torch.manual_seed(0)
+    m = HierarchicalVQVAE(tiny_config()).train()
+    with torch.no_grad():
+        h = x
+        for lv in m.levels:
+            h = lv.encoder(h)
+            lv.quantizer.init_from(h)
+            h = torch.nn.functional.normalize(h, dim=1)
+    out = m(x, tau=0.5, signal_levels=True)
+    assert len(out.x_hat_levels) == m.num_levels - 1
+    assert all(t.shape == x.shape for t in out.x_hat_levels)
+    out.x_hat_levels[-1].pow(2).mean().backward()
+    top = m.levels[-1].encoder
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in top.parameters())
+    assert m(x, tau=0.5).x_hat_levels == []

@@ -35,3 +35,29 @@ def test_torchrun_two_processes(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     ck = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert ck["step"] == 2
+
+
+def test_stage_two_keeps_the_frozen_level_fixed(tmp_path):
+    """A run started from another run's checkpoint with freeze_levels=1 and a signal
+    loss leaves level 0's encoder/decoder/codebook untouched and trains the rest."""
+    script = (
+        "import sys, torch, torch.nn.functional as F\n"
+        f"sys.path.insert(0, {str(HERE)!r})\n"
+        "from make_tiny import tiny_config\n"
+        "from hvqc.train import TrainSettings, train\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "s = TrainSettings(steps=2, reset_every=1, signal_weight=1.0, freeze_levels=1,\n"
+        f"                  init={str(tmp_path / 'a' / 'ckpt.pt')!r})\n"
+        f"train(tiny_config(), lambda i: torch.rand(2, 3, 32, 32, generator=g), F.mse_loss,\n"
+        f"      {str(tmp_path / 'b')!r}, s, progress=False)\n")
+    r = _run([sys.executable, str(HERE / "train_tiny.py"), str(tmp_path / "a"), "2"])
+    assert r.returncode == 0, r.stderr
+    r = _run([sys.executable, "-c", script])
+    assert r.returncode == 0, r.stderr
+    a = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["model"]
+    for k in a:
+        if k.startswith(("levels.0.encoder", "levels.0.decoder", "levels.0.quantizer.codebook")):
+            assert torch.equal(a[k], b[k]), k
+    assert not torch.equal(a["levels.1.encoder.net.0.weight"], b["levels.1.encoder.net.0.weight"])
+    assert not torch.equal(a["levels.0.prior.net.0.weight"], b["levels.0.prior.net.0.weight"])
