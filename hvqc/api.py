@@ -8,12 +8,12 @@ from PIL import Image, ImageOps
 
 from . import bitstream
 from .codec import compress_image, decompress_image
-from .image import load_image, normalise_mode
+from .image import MAX_IMAGE_PIXELS, check_size, load_image, normalise_mode
 from .zoo import DEFAULT_MODEL, LoadedModel, load
 
 __all__ = ["compress", "decompress", "describe", "compress_file", "MAX_ENCODE_PIXELS"]
 
-MAX_ENCODE_PIXELS = 40_000_000   # about 6 GB of activations at the finest level
+MAX_ENCODE_PIXELS = MAX_IMAGE_PIXELS   # about 6 GB of activations at the finest level
 
 
 @dataclass
@@ -47,9 +47,7 @@ def _image(image) -> Image.Image:
         img = load_image(image, MAX_ENCODE_PIXELS)
     else:
         img = normalise_mode(ImageOps.exif_transpose(image))
-    if img.width * img.height > MAX_ENCODE_PIXELS:
-        raise ValueError(f"image too large: {img.width}x{img.height} exceeds "
-                         f"{MAX_ENCODE_PIXELS} pixels")
+    check_size(img.width, img.height, MAX_ENCODE_PIXELS)
     return img
 
 

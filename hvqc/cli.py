@@ -28,10 +28,18 @@ def _fail(msg: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def _file_mode() -> int:
+    """Permissions of a newly created file under the current umask (e.g. 0o644)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _atomic_write(path: Path, write) -> None:
     """Write via a temporary file in the target folder, then rename into place."""
     fd, tmp = tempfile.mkstemp(prefix=".hvqc-", suffix=".part", dir=path.parent)
     try:
+        os.chmod(tmp, _file_mode())        # mkstemp makes 0o600; outputs get the usual mode
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
@@ -60,33 +68,48 @@ def _expand(inputs: List[Path], suffixes: set[str]) -> tuple[list[Path], bool]:
     return files, batch
 
 
-def _plan(files: list[Path], batch: bool, out: Optional[Path], suffix: str, force: bool) -> list[tuple[Path, Path]]:
-    """Pair each input with its output path and refuse to overwrite before any work."""
+def _plan(files: list[Path], batch: bool, out: Optional[str], suffix: str, force: bool) -> list[tuple[Path, Path]]:
+    """Pair each input with its output path and refuse bad or overwriting outputs before
+    any work. Creates nothing: :func:`_make_folders` makes a batch's ``-o`` folder once
+    everything else has been checked. An ``-o`` ending in a separator names a folder."""
+    to_folder = False
     if batch:
         if out is None:
             pairs = [(f, f.with_suffix(suffix)) for f in files]
         else:
-            if out.exists() and not out.is_dir():
+            folder = Path(out)
+            if folder.exists() and not folder.is_dir() or (not folder.exists()
+                                                            and folder.suffix.lower() == suffix):
                 raise UserError(f"-o {out} must be a folder when there are several inputs")
-            out.mkdir(parents=True, exist_ok=True)
-            pairs = [(f, out / (f.stem + suffix)) for f in files]
+            pairs = [(f, folder / (f.stem + suffix)) for f in files]
+            to_folder = True
     else:
-        target = out if out is not None else files[0].with_suffix(suffix)
-        if target.is_dir():
+        target = Path(out) if out is not None else files[0].with_suffix(suffix)
+        if out is not None and (out.endswith(("/", os.sep)) or target.is_dir()):
+            if not target.is_dir():
+                raise UserError(f"output folder does not exist: {out}")
             target = target / (files[0].stem + suffix)
         pairs = [(files[0], target)]
+    inputs = {f.resolve() for f in files}
     seen = set()
     for src, dst in pairs:
+        if dst.resolve() in inputs:
+            raise UserError(f"output {dst} would overwrite an input")
         if dst.resolve() in seen:
             raise UserError(f"two inputs would both write {dst}")
         seen.add(dst.resolve())
+        if dst.is_dir():
+            raise UserError(f"output {dst} is a folder")
         if dst.exists() and not force:
             raise UserError(f"{dst} exists (use --force to overwrite)")
-        if dst.resolve() == src.resolve():
-            raise UserError(f"output {dst} would overwrite its input")
-        if not dst.parent.exists():
+        if not to_folder and not dst.parent.is_dir():
             raise UserError(f"output folder does not exist: {dst.parent}")
     return pairs
+
+
+def _make_folders(pairs: list[tuple[Path, Path]]) -> None:
+    for folder in sorted({dst.parent for _, dst in pairs}):
+        folder.mkdir(parents=True, exist_ok=True)
 
 
 def _run(pairs, work, desc: str) -> None:
@@ -112,8 +135,8 @@ def _run(pairs, work, desc: str) -> None:
 
 @app.command()
 def encode(inputs: List[Path] = typer.Argument(..., help="Image files or folders."),
-           output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                                 help="Output file (one input) or folder."),
+           output: Optional[str] = typer.Option(None, "-o", "--output",
+                                                help="Output file (one input) or folder."),
            model: str = typer.Option("photo", "--model", "-m", help="Model name (see `hvqc models`)."),
            level: Optional[int] = typer.Option(None, "--level", "-l",
                                                help="Finest level to transmit (1 = best quality)."),
@@ -132,6 +155,10 @@ def encode(inputs: List[Path] = typer.Argument(..., help="Image files or folders
         pairs = _plan(files, batch, output, ".hvqc", force)
         from .zoo import load
         lm = load(model)
+        n = lm.model.num_levels
+        if level is not None and not 1 <= level <= n:
+            raise UserError(f"--level must be in 1..{n} for model {lm.name!r}, got {level}")
+        _make_folders(pairs)
     except Exception as e:  # noqa: BLE001
         _report(e)
 
@@ -146,16 +173,22 @@ def encode(inputs: List[Path] = typer.Argument(..., help="Image files or folders
 
 @app.command()
 def decode(inputs: List[Path] = typer.Argument(..., help=".hvqc files or folders."),
-           output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                                 help="Output PNG (one input) or folder."),
+           output: Optional[str] = typer.Option(None, "-o", "--output",
+                                                help="Output PNG (one input) or folder."),
            level: Optional[int] = typer.Option(None, "--level", "-l",
                                                help="Decode a coarser level than the file's finest."),
            force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs.")):
     """Decode .hvqc files to PNG (original size and mode)."""
     from .api import decompress
     try:
+        if level is not None and level < 1:
+            raise UserError(f"--level must be 1 or more, got {level}")
         files, batch = _expand(inputs, {".hvqc"})
         pairs = _plan(files, batch, output, ".png", force)
+        for _, dst in pairs:
+            if dst.suffix.lower() != ".png":
+                raise UserError(f"decode writes PNG: the output name must end in .png, got {dst}")
+        _make_folders(pairs)
     except Exception as e:  # noqa: BLE001
         _report(e)
 
@@ -196,7 +229,7 @@ def truncate(file: Path = typer.Argument(..., help="An .hvqc file."),
     try:
         if output is None:
             output = file.with_name(f"{file.stem}.l{level}.hvqc")
-        (_, dst), = _plan([file], False, output, ".hvqc", force)
+        (_, dst), = _plan([file], False, str(output), ".hvqc", force)
         data = cut(file.read_bytes(), level)
         _atomic_write(dst, lambda f: f.write(data))
     except Exception as e:  # noqa: BLE001
@@ -205,19 +238,31 @@ def truncate(file: Path = typer.Argument(..., help="An .hvqc file."),
 
 @app.command()
 def models():
-    """List the installed models, their levels and typical rates."""
-    from .zoo import manifest
-    entries = manifest()["models"]
-    if not entries:
-        typer.echo("no models installed")
-        return
-    for name, e in entries.items():
-        typer.echo(f"{name}  ({e.get('modality', 'image')}, weights {e['sha256'][:8]}): "
-                   f"{e.get('description', '')}")
-        for lv in e.get("levels", []):
-            rate = lv.get("typical_bpp")
-            typer.echo(f"  level {lv['level']}: stride {lv['stride']}, {lv['codes']} codes"
-                       + (f", ~{rate:.3f} bpp" if rate is not None else ""))
+    """List the installed models, their levels and typical rates; check their weights."""
+    from .zoo import ModelError, manifest, verify
+    problems = []
+    try:
+        entries = manifest()["models"]
+        if not entries:
+            typer.echo("no models installed")
+            return
+        for name, e in entries.items():
+            typer.echo(f"{name}  ({e.get('modality', 'image')}, weights {e['sha256'][:8]}): "
+                       f"{e.get('description', '')}")
+            for lv in e.get("levels", []):
+                rate = lv.get("typical_bpp")
+                typer.echo(f"  level {lv['level']}: stride {lv['stride']}, {lv['codes']} codes"
+                           + (f", ~{rate:.3f} bpp" if rate is not None else ""))
+            try:
+                verify(name, e)
+            except ModelError as err:      # reported below, after the listing
+                problems.append(err)
+    except Exception as e:  # noqa: BLE001
+        _report(e)
+    for err in problems:
+        typer.echo(f"hvqc: error: {err}", err=True)
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from . import bitstream, entropy
-from .image import MODES, from_tensor, pad_to, to_tensor
+from .image import MAX_IMAGE_PIXELS, MODES, from_tensor, pad_to, to_tensor
 from .zoo import LoadedModel, ModelError, load
 
 __all__ = ["CompressResult", "compress_codes", "decompress_codes", "compress_image",
@@ -149,6 +149,9 @@ def decompress_image(data: bytes, lm: LoadedModel | None = None, level: int | No
     h = c.header
     if h.modality != 0:
         raise bitstream.FormatError("not an image file (speech modality)")
+    if h.width * h.height > MAX_IMAGE_PIXELS:     # no encoder writes these: refuse, don't allocate
+        raise bitstream.FormatError(f"refusing to decode {h.width}x{h.height}: more than "
+                                    f"{MAX_IMAGE_PIXELS} pixels")
     lm = model_for(h, lm)
     segs = list(c.segments)
     if level is not None:

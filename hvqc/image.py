@@ -7,6 +7,7 @@ it travels losslessly beside the codes (see :func:`split_alpha`).
 from __future__ import annotations
 
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,12 @@ from PIL import Image, ImageOps
 
 from .hierarchy import HierarchyConfig, LevelSpec
 
-__all__ = ["photo_config", "load_image", "normalise_mode", "to_tensor", "from_tensor", "pad_to", "CropSampler",
-           "IMAGE_SUFFIXES", "MODES"]
+__all__ = ["photo_config", "load_image", "check_size", "normalise_mode", "to_tensor", "from_tensor", "pad_to",
+           "CropSampler", "IMAGE_SUFFIXES", "MODES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE"]
 
 MODES = ("L", "LA", "RGB", "RGBA", "I;16")
+MAX_IMAGE_PIXELS = 40_000_000   # about 6 GB of activations at the finest level
+MAX_IMAGE_SIDE = 1 << 16        # the container's limit on width and height
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 
 
@@ -32,12 +35,25 @@ def photo_config() -> HierarchyConfig:
     ])
 
 
+def check_size(width: int, height: int, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """Raise ValueError for an image the codec cannot take (too many pixels or too wide)."""
+    if width * height > max_pixels:
+        raise ValueError(f"image too large: {width}x{height} exceeds {max_pixels} pixels")
+    if max(width, height) > MAX_IMAGE_SIDE:
+        raise ValueError(f"image too large: {width}x{height} exceeds {MAX_IMAGE_SIDE} pixels on a side")
+
+
 def load_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
-    """Open any Pillow-readable image, apply EXIF orientation, and normalise its mode
-    (:func:`normalise_mode`). ``max_pixels`` is checked before any pixel is decoded."""
-    img = Image.open(path)
-    if max_pixels is not None and img.width * img.height > max_pixels:
-        raise ValueError(f"image too large: {img.width}x{img.height} exceeds {max_pixels} pixels")
+    """Open any Pillow-readable image (the first frame of an animation), apply EXIF
+    orientation, and normalise its mode (:func:`normalise_mode`). With ``max_pixels``
+    the size (:func:`check_size`) is checked before any pixel is decoded."""
+    with warnings.catch_warnings():
+        # Our own size check below replaces Pillow's decompression-bomb warning (which
+        # would print several lines); Pillow still refuses truly absurd sizes itself.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(path)
+    if max_pixels is not None:
+        check_size(img.width, img.height, max_pixels)
     img.load()
     return normalise_mode(ImageOps.exif_transpose(img))
 

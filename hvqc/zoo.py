@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from .hierarchy import HierarchicalVQVAE, HierarchyConfig
 
-__all__ = ["ModelError", "LoadedModel", "weights_dir", "manifest", "load", "save_weights",
+__all__ = ["ModelError", "LoadedModel", "weights_dir", "manifest", "verify", "load", "save_weights",
            "DEFAULT_MODEL"]
 
 DEFAULT_MODEL = "photo"
@@ -64,7 +64,19 @@ def manifest() -> dict:
     p = weights_dir() / "manifest.json"
     if not p.exists():
         return {"models": {}}
-    return json.loads(p.read_text())
+    try:
+        man = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ModelError(f"weights manifest {p} is unreadable: {e}") from None
+    models = man.get("models") if isinstance(man, dict) else None
+    if not isinstance(models, dict):
+        raise ModelError(f"weights manifest {p} is malformed: no \"models\" object")
+    for name, entry in models.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("file"), str)
+                and isinstance(entry.get("sha256"), str)):
+            raise ModelError(f"weights manifest {p} is malformed: model {name!r} needs "
+                             f"\"file\" and \"sha256\"")
+    return man
 
 
 def sha256_file(path: Path) -> str:
@@ -90,20 +102,40 @@ def load(name: str = DEFAULT_MODEL) -> LoadedModel:
         known = ", ".join(sorted(models)) or "none installed"
         raise ModelError(f"unknown model {name!r} (known: {known})")
     entry = models[name]
+    path, digest = verify(name, entry)
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+        model = from_state(json.loads(meta["config"]), state)
+        model64 = from_state(json.loads(meta["config"]), state).double()
+    except Exception as e:  # noqa: BLE001 - a verified file that still does not load
+        raise ModelError(f"weights for model {name!r} do not load ({path}): "
+                         f"{type(e).__name__}: {e}") from e
+    return LoadedModel(name, digest, model, model64, meta.get("modality", "image"), entry)
+
+
+def verify(name: str, entry: dict) -> tuple[Path, str]:
+    """Check a manifest entry's weights file exists and matches its sha256.
+
+    Returns:
+        ``(path, sha256 hex digest)``.
+
+    Raises:
+        ModelError: If the file is missing, unreadable or fails verification.
+    """
     path = weights_dir() / entry["file"]
-    if not path.exists():
+    if not path.is_file():
         raise ModelError(f"weights for model {name!r} missing: {path}")
-    digest = sha256_file(path)
+    try:
+        digest = sha256_file(path)
+    except OSError as e:
+        raise ModelError(f"weights for model {name!r} unreadable: {path}: {e.strerror or e}") from None
     if digest != entry["sha256"]:
         raise ModelError(f"weights for model {name!r} fail verification: sha256 {digest[:12]}... "
                          f"!= manifest {entry['sha256'][:12]}...")
-    from safetensors import safe_open
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    state = load_file(str(path))
-    model = from_state(json.loads(meta["config"]), state)
-    model64 = from_state(json.loads(meta["config"]), state).double()
-    return LoadedModel(name, digest, model, model64, meta.get("modality", "image"), entry)
+    return path, digest
 
 
 def save_weights(model: HierarchicalVQVAE, path: Path, modality: str, extra: dict | None = None,

@@ -241,3 +241,113 @@ def test_truncate_gives_the_level3_file_without_a_model(work, cli, tmp_path):
     rc, _, err = cli("truncate", work / "l3.hvqc", "--level", "1", "-o", tmp_path / "x.hvqc")
     assert_one_error_line(rc, err, "cannot truncate")
     assert not (tmp_path / "x.hvqc").exists()
+
+
+# --- review regressions: outputs, limits, the registry --------------------------
+
+def _umask_mode():
+    import os
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def test_outputs_get_the_usual_file_mode(work, cli, tmp_path):
+    # The temporary file is made private (0o600); the renamed output must not stay so.
+    rc, _, err = cli("encode", work / "photo.png", "-m", "tiny", "-o", tmp_path / "a.hvqc")
+    assert (rc, err) == (0, ""), err
+    rc, _, err = cli("decode", tmp_path / "a.hvqc", "-o", tmp_path / "a.png")
+    assert (rc, err) == (0, ""), err
+    for name in ("a.hvqc", "a.png"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == _umask_mode(), name
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["{a}", "{b}", "-m", "tiny"], "two inputs would both write"),
+    (["{photo}", "{a}", "-m", "tiny", "--level", "0"], "--level must be in 1..3 for model 'tiny', got 0"),
+    (["{photo}", "{a}", "--model", "nosuch"], "unknown model 'nosuch'"),
+])
+def test_refused_batch_creates_nothing(work, cli, tmp_path, args, fragment):
+    for d in ("d1", "d2"):
+        (tmp_path / d).mkdir()
+        shutil.copy(work / "photo.png", tmp_path / d / "a.png")
+    names = {"a": tmp_path / "d1" / "a.png", "b": tmp_path / "d2" / "a.png", "photo": work / "photo.png"}
+    out = tmp_path / "out"
+    rc, _, err = cli("encode", *[a.format(**names) for a in args], "-o", out)
+    assert_one_error_line(rc, err, fragment)              # one line, not one per input
+    assert not out.exists()                               # the -o folder was not made
+
+
+def test_output_that_is_an_input_is_refused_even_with_force(work, cli, tmp_path):
+    other = tmp_path / "photo.hvqc"                       # an input that photo.png's output would hit
+    other.write_bytes(b"keep me")
+    shutil.copy(work / "photo.png", tmp_path / "photo.png")
+    rc, _, err = cli("encode", tmp_path / "photo.png", other, "-m", "tiny", "--force")
+    assert_one_error_line(rc, err, "would overwrite an input")
+    assert other.read_bytes() == b"keep me"
+    rc, _, err = cli("decode", tmp_path / "photo.png")     # a PNG given to decode: no "use --force"
+    assert_one_error_line(rc, err, "would overwrite an input")
+    assert files_in(tmp_path) == ["photo.hvqc", "photo.png"]
+
+
+def test_output_ending_in_a_separator_is_a_folder(work, cli, tmp_path):
+    rc, _, err = cli("encode", work / "photo.png", "-m", "tiny", "-o", f"{tmp_path / 'new'}/")
+    assert_one_error_line(rc, err, "output folder does not exist")
+    assert files_in(tmp_path) == []                       # no file called "new"
+    (tmp_path / "new").mkdir()
+    rc, _, err = cli("encode", work / "photo.png", "-m", "tiny", "-o", f"{tmp_path / 'new'}/")
+    assert (rc, err) == (0, ""), err
+    assert files_in(tmp_path / "new") == ["photo.hvqc"]
+
+
+def test_decode_writes_png_names_only(work, cli, tmp_path):
+    rc, _, err = cli("decode", work / "photo.hvqc", "-o", tmp_path / "x.jpg")
+    assert_one_error_line(rc, err, "must end in .png")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(work / "photo.hvqc", folder)
+    rc, _, err = cli("decode", folder, "-o", tmp_path / "x.png")  # a folder input: -o is a folder
+    assert_one_error_line(rc, err, "must be a folder")
+    assert files_in(tmp_path) == ["in"]
+
+
+def _png_header(w, h):
+    """A PNG whose header claims w x h; its pixel data is junk (must never be read)."""
+    import struct
+    import zlib
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("w, h", [(100000, 100000), (10000, 10000), (8000, 6000), (70000, 1)])
+def test_huge_png_header_is_refused_before_decoding(cli, tmp_path, w, h):
+    src = tmp_path / "huge.png"
+    src.write_bytes(_png_header(w, h))
+    rc, _, err = cli("encode", src, "-m", "tiny", "-o", tmp_path / "x.hvqc")
+    assert_one_error_line(rc, err, "image too large")     # no Pillow warning lines either
+    assert files_in(tmp_path) == ["huge.png"]
+
+
+def test_models_checks_the_weights(cli, tmp_path, photo_path):
+    from conftest import TINY_WEIGHTS
+    missing, tampered, broken = tmp_path / "missing", tmp_path / "tampered", tmp_path / "broken"
+    shutil.copytree(TINY_WEIGHTS, tampered)
+    with open(tampered / "tiny.safetensors", "ab") as f:
+        f.write(b"x")
+    missing.mkdir()
+    shutil.copy(TINY_WEIGHTS / "manifest.json", missing)
+    broken.mkdir()
+    (broken / "manifest.json").write_text('{"models": ')
+    for folder, fragment in [(missing, "weights for model 'tiny' missing"),
+                             (tampered, "weights for model 'tiny' fail verification"),
+                             (broken, "is unreadable")]:
+        rc, out, err = cli("models", weights=folder)
+        assert_one_error_line(rc, err, fragment)
+        if folder is not broken:
+            assert out.startswith("tiny  (image")        # still listed
+    rc, _, err = cli("encode", photo_path, "-m", "tiny", "-o", tmp_path / "x.hvqc", weights=tampered)
+    assert_one_error_line(rc, err, "fail verification")
+    assert not (tmp_path / "x.hvqc").exists()

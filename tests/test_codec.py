@@ -1,6 +1,7 @@
 """Tests for hvqc.codec and hvqc.api with the tiny test model."""
 import hashlib
 import io
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -346,3 +347,51 @@ def test_speech_file_is_not_an_image(files):
     data = _rewrite(files[3].data, modality=1, sample_rate=16000)
     with pytest.raises(FormatError, match="not an image file"):
         api.decompress(data)
+
+
+# --- limits and the model registry (review regressions) -------------------------
+
+def test_decode_refuses_a_size_no_encoder_writes(files):
+    # A crafted file with a valid CRC claiming 8000x8000 (64M pixels): refused from the
+    # header, before any model runs or any buffer is allocated.
+    data = _rewrite(files[1].data, width=8000, height=8000)
+    with pytest.raises(FormatError, match="refusing to decode 8000x8000: more than 40000000 pixels"):
+        api.decompress(data)
+
+
+def test_encode_refuses_an_over_wide_image_before_coding(tiny):
+    # 70000x1 is few pixels but wider than the container allows: refused up front,
+    # with the same "image too large" message as a too-big image.
+    with pytest.raises(ValueError, match="image too large: 70000x1 exceeds 65536 pixels on a side"):
+        api.compress(Image.new("RGB", (70000, 1)), tiny)
+
+
+def test_animated_gif_codes_its_first_frame(tiny, tmp_path):
+    frames = [_rgb(24, 16).point(lambda v, i=i: (v + 80 * i) % 256) for i in range(3)]
+    p = tmp_path / "anim.gif"
+    frames[0].save(p, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert Image.open(p).n_frames == 3
+    first = Image.open(p).convert("RGB")              # frame 0
+    assert api.compress(p, tiny) == api.compress(first, tiny)
+
+
+def test_bad_manifest_is_a_model_error(monkeypatch, tmp_path):
+    from hvqc import zoo
+    monkeypatch.setenv("HVQC_WEIGHTS", str(tmp_path))
+    (tmp_path / "manifest.json").write_text('{"models": ')
+    with pytest.raises(ModelError, match="manifest .* is unreadable"):
+        zoo.manifest()
+    (tmp_path / "manifest.json").write_text('{"models": {"m": {"file": "m.safetensors"}}}')
+    with pytest.raises(ModelError, match="model 'm' needs \"file\" and \"sha256\""):
+        zoo.load("m")
+
+
+def test_verified_weights_that_do_not_load_are_a_model_error(monkeypatch, tmp_path):
+    from hvqc import zoo
+    monkeypatch.setenv("HVQC_WEIGHTS", str(tmp_path))
+    junk = b"not safetensors at all"
+    (tmp_path / "junk.safetensors").write_bytes(junk)
+    entry = {"file": "junk.safetensors", "sha256": hashlib.sha256(junk).hexdigest()}
+    (tmp_path / "manifest.json").write_text(json.dumps({"models": {"junk": entry}}))
+    with pytest.raises(ModelError, match="weights for model 'junk' do not load"):
+        zoo.load("junk")
