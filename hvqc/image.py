@@ -2,7 +2,8 @@
 
 Images enter the model as ``[1, 3, H, W]`` floats in [0, 1]; gray images are
 replicated to three channels and averaged back on output. Alpha is not modelled:
-it travels losslessly beside the codes (see :func:`split_alpha`).
+it travels losslessly beside the codes (zlib, a tagged section of the file; see
+:data:`hvqc.codec.ALPHA_TAG`).
 """
 from __future__ import annotations
 

@@ -3,8 +3,10 @@
 One loop serves every modality: it is handed a model config, a batch sampler and a
 distortion function for level 0. All levels train together; level ``l > 0`` sees
 only detached latents of level ``l - 1`` (HQA's greedy stacking, run concurrently),
-and the priors train on detached codes. Checkpoints carry their own config and
-step, so ``--resume`` picks up where a run stopped.
+and the priors train on detached codes. A second stage (``freeze_levels``,
+``signal_weight``, ``init``) can then freeze the bottom level and train the levels
+above with a loss on the signal they decode to. Checkpoints carry their own config,
+optimizer state and step, so running the same command again picks up where it stopped.
 """
 from __future__ import annotations
 
