@@ -237,6 +237,85 @@ def truncate(file: Path = typer.Argument(..., help="An .hvqc file."),
 
 
 @app.command()
+def sample(output: Path = typer.Option(..., "-o", "--output",
+                                       help="A .png (one grid) or a folder (one PNG per sample)."),
+           model: str = typer.Option("photo", "--model", "-m", help="Model name."),
+           n: int = typer.Option(16, "-n", help="Number of samples."),
+           temperature: float = typer.Option(1.0, "--temperature", "-t", help="Prior temperature."),
+           seed: int = typer.Option(0, "--seed", help="Same seed, same images."),
+           level: int = typer.Option(1, "--level", "-l",
+                                     help="Finest level drawn from a prior; below it decoding is "
+                                          "deterministic."),
+           lower: str = typer.Option("prior", "--lower",
+                                     help="prior: draw levels below the top from their conditional "
+                                          "priors; decode: decode them deterministically."),
+           size: Optional[str] = typer.Option(None, "--size", help="WxH of each sample "
+                                              "(default: the model's sample size)."),
+           force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs.")):
+    """Draw new images from the top prior and decode them down the levels."""
+    import math
+
+    import torch
+    from tqdm import tqdm
+    from .zoo import load
+    try:
+        if not 1 <= n <= 1024:
+            raise UserError(f"-n must be in 1..1024, got {n}")
+        if not temperature > 0:
+            raise UserError("--temperature must be positive")
+        if lower not in ("prior", "decode"):
+            raise UserError(f"--lower must be prior or decode, got {lower!r}")
+        lm = load(model)
+        m = lm.model
+        if not 1 <= level <= m.num_levels:
+            raise UserError(f"--level must be in 1..{m.num_levels} for model {lm.name!r}, got {level}")
+        stride = m.config.stride(m.num_levels - 1)
+        w, h = lm.info.get("sample_size", [256, 256])
+        if size is not None:
+            try:
+                w, h = (int(v) for v in size.lower().split("x"))
+            except ValueError:
+                raise UserError(f"--size must look like 256x192, got {size!r}") from None
+        if w < 1 or h < 1 or w * h > 4096 * 4096:
+            raise UserError(f"--size out of range: {w}x{h}")
+        grid = output.suffix.lower() == ".png"
+        if grid:
+            targets = [output]
+        else:
+            if output.exists() and not output.is_dir():
+                raise UserError(f"-o {output} must be a folder or end in .png")
+            targets = [output / f"sample_{i:04d}.png" for i in range(n)]
+        for t in targets:
+            if t.exists() and not force:
+                raise UserError(f"{t} exists (use --force to overwrite)")
+        if grid and not output.parent.is_dir():
+            raise UserError(f"output folder does not exist: {output.parent}")
+        from .sample import sample as draw
+        pad = (math.ceil(h / stride) * stride, math.ceil(w / stride) * stride)
+        batch, images = 16, []
+        for b in tqdm(range(0, n, batch), desc="sample", disable=True if n <= batch else None,
+                      file=sys.stderr, leave=False):
+            x = draw(m, pad, min(batch, n - b), temperature=temperature, seed=seed * 1000003 + b,
+                     lowest=level - 1, lower=lower)
+            images.append(x[..., :h, :w].clamp(0, 1))
+        x = torch.cat(images)
+        if not grid:
+            output.mkdir(parents=True, exist_ok=True)
+        from torchvision.utils import make_grid
+        from .image import from_tensor
+        if grid:
+            g = make_grid(x, nrow=math.ceil(math.sqrt(n)), padding=2, pad_value=1.0)
+            img = from_tensor(g[None], "RGB")
+            _atomic_write(output, lambda f: img.save(f, format="PNG"))
+        else:
+            for t, xi in zip(targets, x):
+                img = from_tensor(xi[None], "RGB")
+                _atomic_write(t, lambda f, img=img: img.save(f, format="PNG"))
+    except Exception as e:  # noqa: BLE001
+        _report(e)
+
+
+@app.command()
 def models():
     """List the installed models, their levels and typical rates; check their weights."""
     from .zoo import ModelError, manifest, verify
