@@ -86,17 +86,12 @@ def decompress(data: bytes, level: int | None = None, model: LoadedModel | None 
 
 def describe(data: bytes) -> dict:
     """The header of a file as a JSON-able dict; loads no model."""
-    h, lengths, total = bitstream.peek_header(data)
-    extras = total - sum(lengths)
-    payload = sum(lengths)
-    d = {"model": h.model, "weights_hash": h.weights_hash.hex(), "width": h.width,
-         "height": h.height, "mode": h.mode, "num_levels": h.num_levels,
-         "modality": ["image", "speech"][h.modality],
-         "levels": [{"level": l, "payload_bytes": n} for l, n in zip(h.levels, lengths)],
-         "payload_bytes": payload, "total_bytes": total}
-    container = bitstream.read(data)
-    extra_bytes = sum(len(v) for v in container.extras.values())
-    d["extra_bytes"] = extra_bytes
-    d["header_bytes"] = extras - extra_bytes
-    d["bpp"] = 8 * total / (h.width * h.height)
-    return d
+    c = bitstream.read(data)
+    h, lengths = c.header, [len(seg) for seg in c.segments]
+    payload, extra = sum(lengths), sum(len(v) for v in c.extras.values())
+    return {"model": h.model, "weights_hash": h.weights_hash.hex(), "width": h.width,
+            "height": h.height, "mode": h.mode, "num_levels": h.num_levels,
+            "modality": ["image", "speech"][h.modality],
+            "levels": [{"level": l, "payload_bytes": n} for l, n in zip(h.levels, lengths)],
+            "payload_bytes": payload, "extra_bytes": extra, "total_bytes": len(data),
+            "header_bytes": len(data) - payload - extra, "bpp": 8 * len(data) / (h.width * h.height)}

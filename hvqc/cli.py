@@ -255,8 +255,6 @@ def sample(output: Path = typer.Option(..., "-o", "--output",
     """Draw new images from the top prior and decode them down the levels."""
     import math
 
-    import torch
-    from tqdm import tqdm
     from .zoo import load
     try:
         if not 1 <= n <= 1024:
@@ -269,7 +267,6 @@ def sample(output: Path = typer.Option(..., "-o", "--output",
         m = lm.model
         if not 1 <= level <= m.num_levels:
             raise UserError(f"--level must be in 1..{m.num_levels} for model {lm.name!r}, got {level}")
-        stride = m.config.stride(m.num_levels - 1)
         w, h = lm.info.get("sample_size", [256, 256])
         if size is not None:
             try:
@@ -290,15 +287,9 @@ def sample(output: Path = typer.Option(..., "-o", "--output",
                 raise UserError(f"{t} exists (use --force to overwrite)")
         if grid and not output.parent.is_dir():
             raise UserError(f"output folder does not exist: {output.parent}")
-        from .sample import sample as draw
-        pad = (math.ceil(h / stride) * stride, math.ceil(w / stride) * stride)
-        batch, images = 16, []
-        for b in tqdm(range(0, n, batch), desc="sample", disable=True if n <= batch else None,
-                      file=sys.stderr, leave=False):
-            x = draw(m, pad, min(batch, n - b), temperature=temperature, seed=seed * 1000003 + b,
-                     lowest=level - 1, lower=lower)
-            images.append(x[..., :h, :w].clamp(0, 1))
-        x = torch.cat(images)
+        from .sample import sample_batches
+        x = sample_batches(m, w, h, n, seed=seed, temperature=temperature, lowest=level - 1,
+                           lower=lower, progress=True)
         if not grid:
             output.mkdir(parents=True, exist_ok=True)
         from torchvision.utils import make_grid

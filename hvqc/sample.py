@@ -11,7 +11,7 @@ import torch
 
 from .hierarchy import HierarchicalVQVAE
 
-__all__ = ["draw_level", "sample_codes", "sample"]
+__all__ = ["draw_level", "sample_codes", "sample", "sample_batches"]
 
 
 @torch.no_grad()
@@ -61,3 +61,21 @@ def sample_codes(model: HierarchicalVQVAE, size: tuple[int, ...], n: int, temper
 def sample(model: HierarchicalVQVAE, size: tuple[int, ...], n: int, **kw) -> torch.Tensor:
     """``[n, C, *size]`` signals drawn from the priors (see :func:`sample_codes`)."""
     return model.predict(0, sample_codes(model, size, n, **kw)[0])
+
+
+@torch.no_grad()
+def sample_batches(model: HierarchicalVQVAE, width: int, height: int, n: int, seed: int = 0,
+                   batch: int = 16, progress: bool = False, **kw) -> torch.Tensor:
+    """``[n, C, height, width]`` samples in [0, 1], drawn ``batch`` at a time on a grid padded
+    to the top stride and cropped; batch ``b`` uses seed ``seed * 1000003 + b``."""
+    import math
+
+    from tqdm import tqdm
+    stride = model.config.stride(model.num_levels - 1)
+    size = (math.ceil(height / stride) * stride, math.ceil(width / stride) * stride)
+    parts = []
+    for b in tqdm(range(0, n, batch), desc="sample", disable=None if progress and n > batch else True,
+                  leave=False):
+        x = sample(model, size, min(batch, n - b), seed=seed * 1000003 + b, **kw)
+        parts.append(x[..., :height, :width].clamp(0, 1))
+    return torch.cat(parts)
