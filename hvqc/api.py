@@ -7,11 +7,11 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from . import bitstream
-from .codec import compress_image, decompress_image
+from .codec import compress_image, decompress_image, default_joint, recode
 from .image import MAX_IMAGE_PIXELS, check_size, load_image, normalise_mode
 from .zoo import DEFAULT_MODEL, LoadedModel, load
 
-__all__ = ["compress", "decompress", "describe", "compress_file", "MAX_ENCODE_PIXELS"]
+__all__ = ["compress", "decompress", "describe", "compress_file", "truncate", "MAX_ENCODE_PIXELS"]
 
 MAX_ENCODE_PIXELS = MAX_IMAGE_PIXELS   # about 6 GB of activations at the finest level
 
@@ -24,18 +24,18 @@ class FileResult:
     note: str = ""
 
 
-def _pick(data: bytes, pixels: int, target: float) -> tuple[bytes, int, str]:
+def _pick(data: bytes, pixels: int, target: float, lm: LoadedModel) -> tuple[bytes, int, str]:
     """The finest level whose whole file is at or below ``target`` bpp."""
     header, _, _ = bitstream.peek_header(data)
     note, best = "", None
     for level in sorted(header.levels):            # finest first
-        cut = data if level == min(header.levels) else bitstream.truncate(data, level)
+        cut = data if level == min(header.levels) else recode(data, level, lm)
         if 8 * len(cut) / pixels <= target:
             best = (cut, level)
             break
     if best is None:
         level = max(header.levels)
-        cut = bitstream.truncate(data, level)
+        cut = recode(data, level, lm)
         note = (f"no level reaches {target:g} bpp; wrote the coarsest (level {level}, "
                 f"{8 * len(cut) / pixels:.4f} bpp)")
         best = (cut, level)
@@ -52,19 +52,19 @@ def _image(image) -> Image.Image:
 
 
 def compress_file(image, lm: LoadedModel, level: int | None = None,
-                  bpp: float | None = None) -> FileResult:
+                  bpp: float | None = None, joint: bool | None = None) -> FileResult:
     img = _image(image)
     pixels = img.width * img.height
     if bpp is None:
         lv = level if level is not None else 1
-        data = compress_image(lm, img, lv).data
+        data = compress_image(lm, img, lv, joint).data
         return FileResult(data, lv, 8 * len(data) / pixels)
-    data, lv, note = _pick(compress_image(lm, img, 1).data, pixels, bpp)
+    data, lv, note = _pick(compress_image(lm, img, 1, joint).data, pixels, bpp, lm)
     return FileResult(data, lv, 8 * len(data) / pixels, note)
 
 
 def compress(image, model: str | LoadedModel = DEFAULT_MODEL, level: int | None = None,
-             bpp: float | None = None) -> bytes:
+             bpp: float | None = None, joint: bool | None = None) -> bytes:
     """Compress an image (path or ``PIL.Image``) into ``.hvqc`` bytes.
 
     Args:
@@ -72,11 +72,13 @@ def compress(image, model: str | LoadedModel = DEFAULT_MODEL, level: int | None 
         model: a model name or a loaded model.
         level: finest level to transmit (1 = best quality); default 1.
         bpp: alternatively a target rate; the finest level at or below it is chosen.
+        joint: code all levels in one stream (smaller for tiny images; cut only with
+            the model). Default: the model's choice (``hvqc models``).
     """
     if level is not None and bpp is not None:
         raise ValueError("give level or bpp, not both")
     lm = load(model) if isinstance(model, str) else model
-    return compress_file(image, lm, level, bpp).data
+    return compress_file(image, lm, level, bpp, joint).data
 
 
 def decompress(data: bytes, level: int | None = None, model: LoadedModel | None = None) -> Image.Image:
@@ -89,9 +91,16 @@ def describe(data: bytes) -> dict:
     c = bitstream.read(data)
     h, lengths = c.header, [len(seg) for seg in c.segments]
     payload, extra = sum(lengths), sum(len(v) for v in c.extras.values())
+    per_level = [None] * len(h.levels) if h.joint else lengths   # a joint stream has no split
     return {"model": h.model, "weights_hash": h.weights_hash.hex(), "width": h.width,
             "height": h.height, "mode": h.mode, "num_levels": h.num_levels,
-            "modality": ["image", "speech"][h.modality],
-            "levels": [{"level": l, "payload_bytes": n} for l, n in zip(h.levels, lengths)],
+            "modality": ["image", "speech"][h.modality], "stream": "joint" if h.joint else "split",
+            "levels": [{"level": l, "payload_bytes": n} for l, n in zip(h.levels, per_level)],
             "payload_bytes": payload, "extra_bytes": extra, "total_bytes": len(data),
             "header_bytes": len(data) - payload - extra, "bpp": 8 * len(data) / (h.width * h.height)}
+
+
+def truncate(data: bytes, level: int) -> bytes:
+    """Drop the levels finer than ``level``: split files without a model, joint files
+    by re-coding with the model they name (the same bytes as encoding at ``level``)."""
+    return recode(bytes(data), level)

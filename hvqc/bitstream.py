@@ -7,10 +7,14 @@ Layout::
     | varint width | varint height | mode u8 | (num_levels << 4 | len(levels)) u8
     | [varint sample_rate, only when modality == 1]
     | u8 number of extras | per extra: tag u8 + varint length
-    | per level present: varint segment length
+    | per segment: varint segment length
     | extras bytes (tag order) | segment bytes (top level first) | CRC32 u32
 
-The flags byte holds the modality in its low 2 bits (other bits must be 0). The
+The flags byte holds the modality in its low 2 bits and the ``joint`` bit (0x04);
+other bits must be 0. A split file (the default) has one coder segment per level
+present, so levels can be dropped without a model (:func:`truncate`); a joint file
+has all levels in one segment, which saves the coder's final-word overhead per
+level (up to 32 bits each) where files are tiny (digits, thumbnails). The
 levels present are implied by ``num_levels`` and their count (the top ones,
 consecutive), so no level numbers are stored. Every read is checked and raises
 :class:`FormatError` (never another exception) with a one-line message, in this
@@ -33,6 +37,7 @@ MAX_MODEL_LEN = 64
 HASH_LEN = 4
 _MAX_VARINT_BYTES = 5
 _MODALITY_MASK = 0x03
+_JOINT = 0x04
 _BLOB = (bytes, bytearray, memoryview)
 
 
@@ -53,6 +58,7 @@ class Header:
     levels: tuple[int, ...]  # levels present, top first, consecutive descending from num_levels
     modality: int = 0  # 0 = image, 1 = speech (reserved for later)
     sample_rate: int = 0  # only for modality 1 (then >= 1)
+    joint: bool = False  # all levels in one coder segment (else one segment per level)
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ class Container:
     """A whole ``.hvqc`` file."""
 
     header: Header
-    segments: tuple[bytes, ...]  # one payload per level, in header.levels order (top first)
+    segments: tuple[bytes, ...]  # one payload per level, top first (a single one if joint)
     extras: dict[int, bytes] = field(default_factory=dict)  # tag 0..255 -> bytes, e.g. 1 = alpha
 
 
@@ -134,8 +140,12 @@ def _validate(c: Container) -> None:
         raise ValueError(f"sample_rate must be a positive int for modality 1, got {h.sample_rate!r}")
     if h.modality != 1 and h.sample_rate != 0:
         raise ValueError(f"sample_rate is only allowed for modality 1, got {h.sample_rate!r}")
-    if len(c.segments) != len(lv) or not all(isinstance(s, _BLOB) for s in c.segments):
-        raise ValueError(f"need {len(lv)} byte segments (one per level), got {len(c.segments)}")
+    if not isinstance(h.joint, bool):
+        raise ValueError(f"joint must be a bool, got {h.joint!r}")
+    need = 1 if h.joint else len(lv)
+    if len(c.segments) != need or not all(isinstance(s, _BLOB) for s in c.segments):
+        raise ValueError(f"need {need} byte segments ({'joint' if h.joint else 'one per level'}), "
+                         f"got {len(c.segments)}")
     if len(c.extras) > 255:
         raise ValueError(f"at most 255 extras, got {len(c.extras)}")
     for tag, blob in c.extras.items():
@@ -154,7 +164,7 @@ def write(c: Container) -> bytes:
     model = h.model.encode("ascii")
     extras = sorted(c.extras.items())
     out = bytearray(MAGIC)
-    out += struct.pack("<BBB", VERSION, h.modality, len(model)) + model + bytes(h.weights_hash)
+    out += struct.pack("<BBB", VERSION, h.modality | (_JOINT if h.joint else 0), len(model)) + model + bytes(h.weights_hash)
     out += _varint(h.width) + _varint(h.height)
     out += struct.pack("<BB", MODES.index(h.mode), h.num_levels << 4 | len(h.levels))
     out += _varint(h.sample_rate) if h.modality == 1 else b""
@@ -183,7 +193,8 @@ def _parse(data: bytes) -> tuple[Header, list[tuple[int, int]], list[int], int, 
     modality = flags & _MODALITY_MASK
     sample_rate = r.varint() if modality == 1 else 0
     extras = [(r.u8(), r.varint()) for _ in range(r.u8())]
-    seg_lens = [r.varint() for _ in range(count)]
+    joint = bool(flags & _JOINT)
+    seg_lens = [r.varint() for _ in range(1 if joint else count)]
     body = r.pos
     total = body + sum(n for _, n in extras) + sum(seg_lens) + 4
     if len(data) < total:
@@ -191,7 +202,7 @@ def _parse(data: bytes) -> tuple[Header, list[tuple[int, int]], list[int], int, 
     (stored,) = struct.unpack_from("<I", data, total - 4)
     if zlib.crc32(memoryview(data)[:total - 4]) != stored:
         raise FormatError("corrupt file: CRC32 mismatch")
-    if flags & ~_MODALITY_MASK:
+    if flags & ~(_MODALITY_MASK | _JOINT):
         raise FormatError(f"corrupt file: unknown flag bits 0x{flags:02x}")
     if modality not in MODALITIES:
         raise FormatError(f"corrupt file: unknown modality {modality}")
@@ -212,7 +223,7 @@ def _parse(data: bytes) -> tuple[Header, list[tuple[int, int]], list[int], int, 
         raise FormatError(f"corrupt file: {len(data) - total} trailing bytes")
     levels = tuple(range(num_levels, num_levels - count, -1))
     header = Header(model_raw.decode(), weights_hash, width, height, MODES[mode_idx],
-                    num_levels, levels, modality, sample_rate)
+                    num_levels, levels, modality, sample_rate, joint)
     return header, extras, seg_lens, body, total
 
 
@@ -220,7 +231,8 @@ def peek_header(data: bytes) -> tuple[Header, list[int], int]:
     """Check a whole file (CRC included) without copying its payloads.
 
     Returns:
-        ``(header, payload byte length per level, total file bytes)``.
+        ``(header, payload byte length per segment, total file bytes)``: one segment
+        per level present, or a single one for a joint file.
 
     Raises:
         FormatError: If ``data`` is not a valid ``.hvqc`` file.
@@ -253,9 +265,13 @@ def truncate(data: bytes, lowest_level: int) -> bytes:
         lowest_level: The finest level to keep; it and all levels above it stay.
 
     Raises:
-        FormatError: If ``data`` is invalid or ``lowest_level`` is not present in it.
+        FormatError: If ``data`` is invalid or ``lowest_level`` is not present in it, or
+            the file is joint (its levels share one coder stream: re-code them with the
+            model, :func:`hvqc.codec.recode`).
     """
     c = read(data)
+    if c.header.joint:
+        raise FormatError("a joint-stream file cannot be cut without its model")
     levels = c.header.levels
     if lowest_level not in levels:
         raise FormatError(f"cannot truncate to level {lowest_level}: file holds levels "

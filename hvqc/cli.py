@@ -142,6 +142,10 @@ def encode(inputs: List[Path] = typer.Argument(..., help="Image files or folders
                                                help="Finest level to transmit (1 = best quality)."),
            bpp: Optional[float] = typer.Option(None, "--bpp",
                                                help="Target rate: the finest level at or below it."),
+           joint: Optional[bool] = typer.Option(None, "--joint/--split",
+                                                help="One coder stream for all levels (smaller "
+                                                "for tiny images) or one per level (cut without "
+                                                "a model). Default: the model's choice."),
            force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs.")):
     """Compress images into .hvqc files."""
     from .api import compress_file
@@ -163,7 +167,7 @@ def encode(inputs: List[Path] = typer.Argument(..., help="Image files or folders
         _report(e)
 
     def work(src: Path, dst: Path) -> None:
-        res = compress_file(src, lm, level=level, bpp=bpp)
+        res = compress_file(src, lm, level=level, bpp=bpp, joint=joint)
         if res.note:
             typer.echo(f"hvqc: note: {src}: {res.note}", err=True)
         _atomic_write(dst, lambda f: f.write(res.data))
@@ -213,7 +217,10 @@ def info(file: Path = typer.Argument(..., help="An .hvqc file."),
         return
     typer.echo(f"model      {d['model']} (weights {d['weights_hash']})")
     typer.echo(f"image      {d['width']}x{d['height']} {d['mode']}")
-    for lv in d["levels"]:
+    if d["stream"] == "joint":
+        typer.echo(f"levels     {', '.join(str(lv['level']) for lv in d['levels'])} "
+                   f"(one joint stream, {d['payload_bytes']} bytes)")
+    for lv in d["levels"] if d["stream"] == "split" else []:
         typer.echo(f"level {lv['level']}    {lv['payload_bytes']} bytes")
     typer.echo(f"header     {d['header_bytes']} bytes")
     typer.echo(f"total      {d['total_bytes']} bytes ({d['bpp']:.4f} bpp)")
@@ -224,8 +231,9 @@ def truncate(file: Path = typer.Argument(..., help="An .hvqc file."),
              level: int = typer.Option(..., "--level", "-l", help="Finest level to keep."),
              output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file."),
              force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output.")):
-    """Drop the levels below --level from a file (no model needed): a lower-rate file."""
-    from .bitstream import truncate as cut
+    """Drop the levels below --level from a file: a lower-rate file (no model needed,
+    except for a joint-stream file, which is re-coded with its model)."""
+    from .api import truncate as cut
     try:
         if output is None:
             output = file.with_name(f"{file.stem}.l{level}.hvqc")
@@ -249,6 +257,9 @@ def sample(output: Path = typer.Option(..., "-o", "--output",
            lower: str = typer.Option("prior", "--lower",
                                      help="prior: draw levels below the top from their conditional "
                                           "priors; decode: decode them deterministically."),
+           top: str = typer.Option("prior", "--top",
+                                   help="prior: top codes from the learned top prior; uniform: "
+                                        "uniformly random top codes (HQA's notebook), for comparison."),
            size: Optional[str] = typer.Option(None, "--size", help="WxH of each sample "
                                               "(default: the model's sample size)."),
            force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs.")):
@@ -263,6 +274,8 @@ def sample(output: Path = typer.Option(..., "-o", "--output",
             raise UserError("--temperature must be positive")
         if lower not in ("prior", "decode"):
             raise UserError(f"--lower must be prior or decode, got {lower!r}")
+        if top not in ("prior", "uniform"):
+            raise UserError(f"--top must be prior or uniform, got {top!r}")
         lm = load(model)
         m = lm.model
         if not 1 <= level <= m.num_levels:
@@ -289,7 +302,7 @@ def sample(output: Path = typer.Option(..., "-o", "--output",
             raise UserError(f"output folder does not exist: {output.parent}")
         from .sample import sample_batches
         x = sample_batches(m, w, h, n, seed=seed, temperature=temperature, lowest=level - 1,
-                           lower=lower, progress=True)
+                           lower=lower, top=top, progress=True)
         if not grid:
             output.mkdir(parents=True, exist_ok=True)
         from torchvision.utils import make_grid
@@ -299,11 +312,52 @@ def sample(output: Path = typer.Option(..., "-o", "--output",
             img = from_tensor(g[None], "RGB")
             _atomic_write(output, lambda f: img.save(f, format="PNG"))
         else:
+            mode = "L" if m.config.channels == 1 else "RGB"
             for t, xi in zip(targets, x):
-                img = from_tensor(xi[None], "RGB")
+                img = from_tensor(xi[None], mode)
                 _atomic_write(t, lambda f, img=img: img.save(f, format="PNG"))
     except Exception as e:  # noqa: BLE001
         _report(e)
+
+
+@app.command()
+def bench(image_dir: Optional[Path] = typer.Argument(None, help="Image folder (default: the data "
+                                                     "folder's kodak/)."),
+          codecs: str = typer.Option("hvqc,jpeg,webp,jpeg2000,avif", "--codecs",
+                                     help="Comma-separated: hvqc, jpeg, webp, jpeg2000, avif."),
+          model: str = typer.Option("photo", "--model", "-m", help="hvqc model (every level is run)."),
+          peer: Optional[List[str]] = typer.Option(None, "--peer", help="A CompressAI model, "
+                                                   "NAME=CHECKPOINT (e.g. bmshj2018-factorized="
+                                                   "q1.pth.tar); repeat a NAME for more rates."),
+          output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                                help="Results folder (default: bench-<IMAGE_DIR name>)."),
+          limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images."),
+          force: bool = typer.Option(False, "--force", "-f",
+                                     help="Write into a non-empty results folder.")):
+    """Bitrate against quality (PSNR, MS-SSIM) of hvqc and other codecs; BD-rates, plots."""
+    from . import bench as b
+    from .data import data_root
+    try:
+        folder = image_dir if image_dir is not None else data_root() / "kodak"
+        files = b.list_images(folder, limit)
+        names = b.parse_codecs(codecs)
+        peers = b.parse_peers(peer or [])
+        out = output if output is not None else Path(f"bench-{folder.name}")
+        if out.exists() and not out.is_dir():
+            raise UserError(f"-o {out} is not a folder")
+        if out.resolve() == folder.resolve():
+            raise UserError(f"-o {out} is the image folder; results go in a folder of their own")
+        if out.is_dir() and any(out.iterdir()) and not force:
+            raise UserError(f"{out} exists and is not empty (use --force to write into it)")
+        adapters = b.make_codecs(names, model, peers)
+        res = b.run(files, adapters, progress=True)
+        for note in res.notes:
+            typer.echo(f"hvqc: note: {note}", err=True)
+        out.mkdir(parents=True, exist_ok=True)
+        b.write_outputs(res, out, write=_atomic_write)
+    except Exception as e:  # noqa: BLE001
+        _report(e)
+    typer.echo(f"{len(files)} images, {len(adapters)} codecs: {out / 'summary.md'}")
 
 
 @app.command()
@@ -336,11 +390,15 @@ def models():
 
 
 @app.command()
-def train(recipe: str = typer.Argument("photo", help="Which model to train: photo, or photo-upper "
-                                       "(stage 2 of photo, from --init)."),
+def train(recipe: str = typer.Argument("photo", help="Which model to train: photo, mnist, faces, "
+                                       "or their second stages photo-upper, mnist-upper, "
+                                       "faces-upper (from --init)."),
           steps: int = typer.Option(6000, help="Optimisation steps."),
-          run: Path = typer.Option(Path("runs/photo"), help="Run folder (resumed if it exists)."),
-          batch: int = typer.Option(8), crop: int = typer.Option(128), seed: int = typer.Option(0),
+          run: Optional[Path] = typer.Option(None, help="Run folder, resumed if it exists "
+                                             "(default: runs/RECIPE)."),
+          batch: Optional[int] = typer.Option(None, help="Batch size (default: the recipe's)."),
+          crop: Optional[int] = typer.Option(None, help="Crop size for photos (default 128)."),
+          seed: int = typer.Option(0),
           init: Optional[Path] = typer.Option(None, help="Start from this run's checkpoint "
                                               "(photo-upper: the stage-1 run).")):
     """Train a model (resumable; also runs under torchrun)."""
@@ -351,8 +409,9 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
             init_ck = str(init / "ckpt.pt" if init.is_dir() else init)
             if not Path(init_ck).exists():
                 raise UserError(f"no checkpoint at {init_ck}")
-        path = train_recipe(recipe, run, steps, batch=batch, crop=crop, seed=seed, init=init_ck,
-                            command=" ".join(["hvqc"] + sys.argv[1:]))
+        opts = {k: v for k, v in dict(batch=batch, crop=crop).items() if v is not None}
+        path = train_recipe(recipe, run or Path("runs") / recipe, steps, seed=seed, init=init_ck,
+                            command=" ".join(["hvqc"] + sys.argv[1:]), **opts)
     except Exception as e:  # noqa: BLE001
         _report(e)
     typer.echo(f"checkpoint: {path}")

@@ -7,6 +7,9 @@ A file is scalable: the top level's codes come first, coded under the
 unconditional prior, then each lower level as a refinement coded under its prior
 conditioned on the prediction from the level above. Dropping the lower levels
 (:func:`hvqc.bitstream.truncate`) leaves a file that decodes to a coarser image.
+A *joint* file codes all its levels into one stream instead, which saves up to 32
+bits of coder flush per level (it matters for tiny images, such as 32x32 digits);
+it can still be cut, but only by re-coding with the model (:func:`recode`).
 
 Everything that feeds the coder (predictions from upper levels, prior logits) runs
 in float64 and reaches the coder as integer tables (:mod:`hvqc.entropy`), so
@@ -15,18 +18,18 @@ encoder and decoder agree bit for bit across thread counts.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from PIL import Image
 
 from . import bitstream, entropy
-from .image import MAX_IMAGE_PIXELS, MODES, from_tensor, pad_to, to_tensor
+from .image import MAX_IMAGE_PIXELS, MODES, from_tensor, pad_to, to_channels, to_tensor
 from .zoo import LoadedModel, ModelError, load
 
 __all__ = ["CompressResult", "compress_codes", "decompress_codes", "compress_image",
-           "decompress_image", "level_shapes", "ALPHA_TAG"]
+           "decompress_image", "recode", "level_shapes", "default_joint", "ALPHA_TAG"]
 
 ALPHA_TAG = 1   # extras tag: zlib-deflated 8-bit alpha plane, row-major
 
@@ -38,7 +41,8 @@ class CompressResult:
     Attributes:
         data: the whole ``.hvqc`` file.
         levels: level numbers present, top first (1 = finest).
-        payload_bytes: bytes of each level's segment, in ``levels`` order.
+        payload_bytes: bytes of each level's segment, in ``levels`` order (a joint
+            file has one segment).
         estimated_bits: ``-log2 p`` of each level's codes under the prior.
     """
 
@@ -59,48 +63,68 @@ def _cond(lm: LoadedModel, level: int, upper: torch.Tensor | None) -> torch.Tens
 
 
 @torch.no_grad()
-def compress_codes(lm: LoadedModel, codes: list[torch.Tensor], lowest: int) -> tuple[list[bytes], list[float]]:
+def compress_codes(lm: LoadedModel, codes: list[torch.Tensor], lowest: int,
+                   joint: bool = False) -> tuple[list[bytes], list[float]]:
     """Entropy-code levels ``top .. lowest`` (0-based) of one item; ``codes[l]`` is ``[1, *S_l]``.
 
-    Returns the segments and the ideal bits, top level first.
+    Returns the segments (one per level, top first; a single one if ``joint``) and
+    the ideal bits of each level, top first.
     """
     m, segs, bits = lm.model64, [], []
+    shared = entropy.Encoder() if joint else None
     for l in range(m.num_levels - 1, lowest - 1, -1):
         prior = m.levels[l].prior
         cond = _cond(lm, l, codes[l + 1] if l + 1 < m.num_levels else None)
-        enc, b = entropy.Encoder(), 0.0
+        enc, b = shared or entropy.Encoder(), 0.0
         for mask, logits in prior.group_logits(codes[l], cond):
             pmf = entropy.pmf_from_logits(_rows(logits, mask))
             sym = codes[l][0][mask].numpy()
             enc.encode(sym, pmf)
             b += entropy.cost_bits(sym, pmf)
-        segs.append(enc.finish())
+        if not joint:
+            segs.append(enc.finish())
         bits.append(b)
+    if joint:
+        segs.append(shared.finish())
     return segs, bits
 
 
 @torch.no_grad()
-def decompress_codes(lm: LoadedModel, segments: list[bytes], shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+def decompress_codes(lm: LoadedModel, segments: list[bytes], shapes: list[tuple[int, ...]],
+                     count: int | None = None, joint: bool = False,
+                     exact: bool = True) -> list[torch.Tensor]:
     """Inverse of :func:`compress_codes`: segments top first; ``shapes[l]`` is level ``l``'s grid.
 
-    Returns the codes of the levels present, top level first.
+    Args:
+        count: levels to decode, top down (default: one per segment). A joint stream
+            holding more levels than ``count`` is read only as far as needed.
+        joint: ``segments`` is a single stream holding every level.
+        exact: check that a joint stream ends after the ``count`` levels (each split
+            segment is always checked).
+
+    Returns the codes of the decoded levels, top level first.
     """
     m, out, upper = lm.model64, [], None
     top = m.num_levels - 1
-    for i, seg in enumerate(segments):
+    count = len(segments) if count is None else count
+    shared = entropy.Decoder(segments[0]) if joint else None
+    for i in range(count):
         l = top - i
         prior = m.levels[l].prior
         cond = _cond(lm, l, upper)
         idx = torch.zeros((1, *shapes[l]), dtype=torch.long)
         known = torch.zeros(shapes[l], dtype=torch.bool)
-        dec = entropy.Decoder(seg)
+        dec = shared or entropy.Decoder(segments[i])
         for mask in prior.masks(shapes[l]):
             pmf = entropy.pmf_from_logits(_rows(prior.logits(idx, known, cond), mask))
             idx[0][mask] = torch.from_numpy(dec.decode(pmf))
             known = known | mask
-        dec.finish()
+        if not joint:
+            dec.finish()
         out.append(idx)
         upper = idx
+    if joint and exact:
+        shared.finish()
     return out
 
 
@@ -110,24 +134,72 @@ def level_shapes(lm: LoadedModel, size: tuple[int, ...]) -> list[tuple[int, ...]
     return [tuple(s // cfg.stride(l) for s in size) for l in range(len(cfg.levels))]
 
 
+def default_joint(lm: LoadedModel) -> bool:
+    """Whether a model's files are joint by default (its manifest's ``"stream": "joint"``)."""
+    return lm.info.get("stream", "split") == "joint"
+
+
 @torch.no_grad()
-def compress_image(lm: LoadedModel, img: Image.Image, level: int = 1) -> CompressResult:
-    """Code an image (a :data:`hvqc.image.MODES` mode) down to ``level`` (1 = finest)."""
+def compress_image(lm: LoadedModel, img: Image.Image, level: int = 1,
+                   joint: bool | None = None) -> CompressResult:
+    """Code an image (a :data:`hvqc.image.MODES` mode) down to ``level`` (1 = finest).
+
+    ``joint`` codes all levels into one stream (default: :func:`default_joint`).
+    """
     n = lm.model.num_levels
     if not 1 <= level <= n:
         raise ValueError(f"level must be in 1..{n} for model {lm.name!r}, got {level}")
     if img.mode not in MODES:
         raise ValueError(f"unsupported image mode {img.mode!r}")
+    joint = default_joint(lm) if joint is None else joint
     x, alpha = to_tensor(img)
-    xp = pad_to(x, lm.model.config.stride(n - 1))
+    xp = pad_to(to_channels(x, lm.model.config.channels), lm.model.config.stride(n - 1))
     codes = lm.model.encode(xp)
-    segs, bits = compress_codes(lm, codes, level - 1)
+    segs, bits = compress_codes(lm, codes, level - 1, joint)
     extras = {ALPHA_TAG: zlib.compress(alpha.tobytes(), 9)} if alpha is not None else {}
     levels = tuple(range(n, level - 1, -1))
     header = bitstream.Header(model=lm.name, weights_hash=lm.hash_prefix, width=img.width,
-                              height=img.height, mode=img.mode, num_levels=n, levels=levels)
+                              height=img.height, mode=img.mode, num_levels=n, levels=levels,
+                              joint=joint)
     data = bitstream.write(bitstream.Container(header, tuple(segs), extras))
     return CompressResult(data, levels, [len(s) for s in segs], bits)
+
+
+def _padded_size(lm: LoadedModel, h: bitstream.Header) -> tuple[int, int]:
+    stride = lm.model.config.stride(lm.model.num_levels - 1)
+    return -(-h.height // stride) * stride, -(-h.width // stride) * stride
+
+
+def _read_codes(lm: LoadedModel, c: bitstream.Container, count: int) -> list[torch.Tensor]:
+    """The codes of the top ``count`` levels of a container, top first."""
+    h = c.header
+    segs = list(c.segments) if h.joint else list(c.segments[:count])
+    try:
+        return decompress_codes(lm, segs, level_shapes(lm, _padded_size(lm, h)), count, h.joint,
+                                exact=count == len(h.levels))
+    except entropy.CoderError as e:
+        raise bitstream.FormatError(str(e)) from None
+
+
+@torch.no_grad()
+def recode(data: bytes, level: int, lm: LoadedModel | None = None) -> bytes:
+    """Cut any file (split or joint) down to ``level`` as its own layout: split files
+    are cut without the model (:func:`hvqc.bitstream.truncate`); joint files are
+    decoded to codes and re-coded, giving the same bytes as encoding at ``level``."""
+    c = bitstream.read(data)
+    h = c.header
+    if not h.joint:
+        return bitstream.truncate(data, level)
+    if level not in h.levels:
+        raise bitstream.FormatError(f"cannot truncate to level {level}: file holds levels "
+                                    f"{', '.join(map(str, h.levels))}")
+    lm = model_for(h, lm)
+    count = h.levels.index(level) + 1
+    top = lm.model.num_levels - 1
+    codes = dict(zip(range(top, top - count, -1), _read_codes(lm, c, count)))
+    segs, _ = compress_codes(lm, [codes.get(l) for l in range(top + 1)], level - 1, joint=True)
+    header = replace(h, levels=h.levels[:count])
+    return bitstream.write(bitstream.Container(header, tuple(segs), c.extras))
 
 
 def model_for(header: bitstream.Header, lm: LoadedModel | None = None) -> LoadedModel:
@@ -153,17 +225,12 @@ def decompress_image(data: bytes, lm: LoadedModel | None = None, level: int | No
         raise bitstream.FormatError(f"refusing to decode {h.width}x{h.height}: more than "
                                     f"{MAX_IMAGE_PIXELS} pixels")
     lm = model_for(h, lm)
-    segs = list(c.segments)
+    count = len(h.levels)
     if level is not None:
         if level not in h.levels:
             raise ValueError(f"level {level} not in file (holds {', '.join(map(str, h.levels))})")
-        segs = segs[: h.levels.index(level) + 1]
-    stride = lm.model.config.stride(lm.model.num_levels - 1)
-    size = (-(-h.height // stride) * stride, -(-h.width // stride) * stride)
-    try:
-        codes = decompress_codes(lm, segs, level_shapes(lm, size))
-    except entropy.CoderError as e:
-        raise bitstream.FormatError(str(e)) from None
+        count = h.levels.index(level) + 1
+    codes = _read_codes(lm, c, count)
     lowest = lm.model.num_levels - len(codes)      # 0-based level of the finest codes
     down = lm.model64.descend(lowest, codes[-1])
     x = lm.model.predict(0, down[0])[..., : h.height, : h.width]

@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 
 from .hierarchy import HierarchyConfig, LevelSpec
 
-__all__ = ["photo_config", "load_image", "check_size", "normalise_mode", "to_tensor", "from_tensor", "pad_to",
+__all__ = ["photo_config", "mnist_config", "faces_config", "to_channels", "load_image", "check_size", "normalise_mode", "to_tensor", "from_tensor", "pad_to",
            "CropSampler", "IMAGE_SUFFIXES", "MODES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE"]
 
 MODES = ("L", "LA", "RGB", "RGBA", "I;16")
@@ -34,6 +34,34 @@ def photo_config() -> HierarchyConfig:
         LevelSpec(codes=256, dim=64, hidden=128, down=1, blocks=2, prior_hidden=128),
         LevelSpec(codes=256, dim=64, hidden=128, down=1, blocks=2, prior_hidden=96),
     ])
+
+
+def mnist_config() -> HierarchyConfig:
+    """HQA's MNIST model: 32x32 gray digits, 5 levels halving each time (16x16, 8x8,
+    4x4, 2x2 and 1x1 latents), 256 codes each, so the top level is one code (8 bits
+    nominal). The 1x1 top needs no context groups."""
+    levels = [LevelSpec(codes=256, dim=64, hidden=64, down=1, blocks=2, prior_hidden=64)
+              for _ in range(5)]
+    levels[-1].prior_phase = 1
+    return HierarchyConfig(dims=2, channels=1, levels=levels)
+
+
+def faces_config() -> HierarchyConfig:
+    """CelebA faces at 64x64: 5 levels with 16x16, 8x8, 4x4, 2x2 and 1x1 latents."""
+    levels = [LevelSpec(codes=512, dim=64, hidden=96, down=2, blocks=2, prior_hidden=96)]
+    levels += [LevelSpec(codes=256, dim=64, hidden=96, down=1, blocks=2, prior_hidden=64)
+               for _ in range(4)]
+    levels[-1].prior_phase = 1
+    return HierarchyConfig(dims=2, channels=3, levels=levels)
+
+
+def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """``[B, 3, H, W]`` RGB -> the model's channels (gray models average the three)."""
+    if channels == x.shape[1]:
+        return x
+    if channels == 1:
+        return x.mean(1, keepdim=True)
+    raise ValueError(f"cannot map {x.shape[1]} channels onto {channels}")
 
 
 def check_size(width: int, height: int, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
@@ -102,8 +130,10 @@ def to_tensor(img: Image.Image) -> tuple[torch.Tensor, np.ndarray | None]:
 
 
 def from_tensor(x: torch.Tensor, mode: str, alpha: np.ndarray | None = None) -> Image.Image:
-    """Inverse of :func:`to_tensor`: ``[1, 3, H, W]`` -> image in ``mode``."""
+    """Inverse of :func:`to_tensor`: ``[1, 3, H, W]`` (or ``[1, 1, H, W]`` from a gray
+    model) -> image in ``mode``."""
     x = x.detach().float().clamp(0, 1)[0]
+    x = x.expand(3, -1, -1) if x.shape[0] == 1 else x
     if mode == "I;16":
         return _i16((x.mean(0) * 65535).round().to(torch.int32).numpy())
     rgb = (x.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()

@@ -38,6 +38,9 @@ def publish(run: Path, name: str, description: str = "", force: bool = False) ->
                     "typical_bpp": None} for i, lv in enumerate(cfg.levels)],
         "training": {"steps": ck["step"], "settings": ck.get("settings", {}), **meta},
     }
+    for key in ("stream", "sample_size"):          # coding defaults the recipe chose
+        if key in meta or key in old:
+            entry[key] = meta.get(key, old.get(key))
     for lv_old, lv in zip(old.get("levels", []), entry["levels"]):
         lv["typical_bpp"] = lv_old.get("typical_bpp")
     man["models"][name] = entry

@@ -33,24 +33,34 @@ def draw_level(model: HierarchicalVQVAE, level: int, shape: tuple[int, ...], n: 
 
 @torch.no_grad()
 def sample_codes(model: HierarchicalVQVAE, size: tuple[int, ...], n: int, temperature: float = 1.0,
-                 seed: int = 0, lowest: int = 0, lower: str = "prior") -> dict[int, torch.Tensor]:
+                 seed: int = 0, lowest: int = 0, lower: str = "prior",
+                 top: str = "prior") -> dict[int, torch.Tensor]:
     """Codes of every level for ``n`` samples of a signal of ``size`` (a multiple of the top stride).
 
     Args:
         lowest: finest level (0-based) drawn from a prior; below it the descent is deterministic.
         lower: "prior" draws levels below the top from their conditional priors (down to
             ``lowest``); "decode" decodes every level below the top deterministically.
+        top: "prior" draws the top level from its learned prior; "uniform" draws each
+            top code uniformly (what the HQA notebook does), to show what the prior adds.
     """
     if temperature <= 0:
         raise ValueError("temperature must be positive")
     if lower not in ("prior", "decode"):
         raise ValueError(f"lower must be 'prior' or 'decode', got {lower!r}")
-    cfg, top = model.config, model.num_levels - 1
+    if top not in ("prior", "uniform"):
+        raise ValueError(f"top must be 'prior' or 'uniform', got {top!r}")
+    cfg = model.config
     gen = torch.Generator().manual_seed(seed)
     shapes = [tuple(s // cfg.stride(l) for s in size) for l in range(model.num_levels)]
-    codes = {top: draw_level(model, top, shapes[top], n, None, temperature, gen)}
-    floor = top if lower == "decode" else lowest
-    for l in range(top - 1, floor - 1, -1):
+    t = model.num_levels - 1
+    if top == "uniform":
+        k = model.levels[t].quantizer.num_codes
+        codes = {t: torch.randint(k, (n, *shapes[t]), generator=gen)}
+    else:
+        codes = {t: draw_level(model, t, shapes[t], n, None, temperature, gen)}
+    floor = t if lower == "decode" else lowest
+    for l in range(t - 1, floor - 1, -1):
         cond = model.predict(l + 1, codes[l + 1])
         codes[l] = draw_level(model, l, shapes[l], n, cond, temperature, gen)
     codes.update(model.descend(floor, codes[floor]))

@@ -1,10 +1,18 @@
-"""Regenerate the tiny test model in tests/data/weights (random weights, seed 0).
+"""Regenerate the tiny test models in tests/data/weights (random weights, seed 0).
 
-The tiny model is not trained: it exists so that codec, container and CLI tests
-run in seconds and the golden bitstream does not depend on the shipped model.
-Run: python tests/make_tiny.py  (a change to its output changes the golden files)
+The tiny models are not trained: they exist so that codec, container and CLI tests
+run in seconds and the golden bitstreams do not depend on the shipped models.
+
+- ``tiny``: RGB, 3 levels at strides 4/8/16, split streams (like ``photo``).
+- ``tiny-gray``: gray, 3 levels halving down to a 1x1 top for 8x8 inputs, joint
+  stream by default (like ``mnist``).
+
+Run: python tests/make_tiny.py [NAME ...]  (default: all; a change to a model's
+output changes the golden files; safetensors metadata order is not reproducible,
+so regenerate only the model you mean to change).
 """
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -21,17 +29,32 @@ def tiny_config() -> HierarchyConfig:
     ])
 
 
+def tiny_gray_config() -> HierarchyConfig:
+    levels = [LevelSpec(codes=16, dim=8, hidden=16, down=1, blocks=1, prior_hidden=16, prior_blocks=1)
+              for _ in range(3)]
+    levels[-1].prior_phase = 1
+    return HierarchyConfig(dims=2, channels=1, levels=levels)
+
+
+MODELS = {"tiny": (tiny_config, {}),
+          "tiny-gray": (tiny_gray_config, {"stream": "joint", "sample_size": [8, 8]})}
+
+
 if __name__ == "__main__":
-    torch.manual_seed(0)
-    model = HierarchicalVQVAE(tiny_config()).eval()
     out = Path(__file__).parent / "data" / "weights"
     out.mkdir(parents=True, exist_ok=True)
-    digest = save_weights(model, out / "tiny.safetensors", "image", {"name": "tiny"}, half=True)
-    cfg = model.config
-    man = {"models": {"tiny": {
-        "file": "tiny.safetensors", "sha256": digest, "modality": "image",
-        "description": "untrained test model (random weights, seed 0)",
-        "levels": [{"level": i + 1, "stride": cfg.stride(i), "codes": lv.codes, "typical_bpp": None}
-                   for i, lv in enumerate(cfg.levels)]}}}
-    (out / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
-    print(digest)
+    path = out / "manifest.json"
+    man = json.loads(path.read_text()) if path.exists() else {"models": {}}
+    for name in sys.argv[1:] or MODELS:
+        make, extra = MODELS[name]
+        torch.manual_seed(0)
+        model = HierarchicalVQVAE(make()).eval()
+        digest = save_weights(model, out / f"{name}.safetensors", "image", {"name": name}, half=True)
+        cfg = model.config
+        man["models"][name] = {
+            "file": f"{name}.safetensors", "sha256": digest, "modality": "image",
+            "description": "untrained test model (random weights, seed 0)", **extra,
+            "levels": [{"level": i + 1, "stride": cfg.stride(i), "codes": lv.codes, "typical_bpp": None}
+                       for i, lv in enumerate(cfg.levels)]}
+        print(name, digest)
+    path.write_text(json.dumps(man, indent=2) + "\n")

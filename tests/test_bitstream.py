@@ -171,7 +171,8 @@ def test_trailing_bytes():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(mode=5), "unknown mode index 5"),
-    (dict(flags=0x04), "unknown flag bits 0x04"),
+    (dict(flags=0x08), "unknown flag bits 0x08"),
+    (dict(flags=0x84), "unknown flag bits 0x84"),
     (dict(flags=0x02), "unknown modality 2"),
     (dict(flags=0x01, tail=leb128(0)), "speech file without a sample rate"),
     (dict(packed=(3 << 4) | 0, segments=()), "0 levels present"),
