@@ -431,6 +431,65 @@ def export(run: Path = typer.Argument(..., help="Run folder with ckpt.pt."),
     typer.echo(f"{name}: {entry['file']} sha256 {entry['sha256']}")
 
 
+# ---- speech ------------------------------------------------------------------
+
+speech_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                         help="The speech path: data tools.")
+app.add_typer(speech_app, name="speech")
+
+
+@speech_app.command("corpus")
+def speech_corpus(out_dir: Path = typer.Argument(..., help="Folder to create (absent or empty)."),
+                  train: int = typer.Option(1000, "--train", help="Training utterances."),
+                  test: int = typer.Option(100, "--test", help="Test utterances."),
+                  seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
+                  force: bool = typer.Option(False, "--force", "-f",
+                                             help="Replace a non-empty OUT_DIR.")):
+    """Synthesize a speech corpus (espeak-ng, 16 kHz WAV) with word and phone timings."""
+    import shutil
+    tmp = None
+    try:
+        if train < 0 or test < 0:
+            raise UserError("--train and --test must be 0 or more")
+        if train + test < 1:
+            raise UserError("nothing to do: --train and --test are both 0")
+        if train + test > 1_000_000:
+            raise UserError("at most 1000000 utterances")
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UserError(f"{out_dir} exists and is not a folder")
+        if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+            raise UserError(f"{out_dir} is not empty (use --force to replace it)")
+        target = out_dir.resolve()
+        if target == Path.cwd().resolve() or target in Path.cwd().resolve().parents:
+            raise UserError(f"refusing to replace the current folder or one above it: {out_dir}")
+        if not target.parent.is_dir():
+            raise UserError(f"output folder does not exist: {target.parent}")
+        from .corpus import make_corpus
+        tmp = Path(tempfile.mkdtemp(prefix=".hvqc-", suffix=".part", dir=target.parent))
+        index = make_corpus(tmp, train, test, seed, progress=True)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)        # mkdtemp makes 0o700
+        old = tmp.with_name(tmp.name + ".old")
+        if target.exists():
+            os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            if old.exists():
+                os.replace(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except Exception as e:  # noqa: BLE001
+        _report(e)
+    finally:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    seconds = sum(u["duration"] for s in ("train", "test") for u in index[s])
+    typer.echo(f"{out_dir}: {len(index['train'])} train + {len(index['test'])} test utterances, "
+               f"{seconds / 60:.1f} minutes of speech")
+
+
 def _report(e: Exception) -> None:
     from .errors import user_message
     if isinstance(e, UserError):
