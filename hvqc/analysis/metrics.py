@@ -7,7 +7,10 @@ import numpy as np
 import torch
 from pytorch_msssim import ms_ssim as _ms_ssim
 
-__all__ = ["bpp", "psnr", "ms_ssim", "ms_ssim_db", "as_float_rgb"]
+__all__ = ["bpp", "psnr", "ms_ssim", "ms_ssim_db", "as_float_rgb", "MS_SSIM_MIN_SIDE", "ms_ssim_defined",
+           "mean_or_none"]
+
+MS_SSIM_MIN_SIDE = 161   # 5 scales of an 11-px window: the short side must exceed (11 - 1) * 2**4
 
 
 def as_float_rgb(img) -> torch.Tensor:
@@ -31,6 +34,17 @@ def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> float:
     """MS-SSIM (pytorch-msssim defaults: 5 scales, 11-px window), RGB, data_range 1.
     Needs more than 160 px on the short side."""
     return float(_ms_ssim(a.float(), b.float(), data_range=1.0))
+
+
+def ms_ssim_defined(width: int, height: int) -> bool:
+    """Whether :func:`ms_ssim` can be computed on an image of this size."""
+    return min(width, height) >= MS_SSIM_MIN_SIDE
+
+
+def mean_or_none(values) -> float | None:
+    """Mean of the values that are not None (None if there are none)."""
+    v = [float(x) for x in values if x is not None]
+    return sum(v) / len(v) if v else None
 
 
 def ms_ssim_db(value: float) -> float:

@@ -1,0 +1,628 @@
+"""``hvqc bench``: bitrate against quality for hvqc and other codecs on an image folder.
+
+One adapter per codec (:class:`Codec`): hvqc at every level of a model, Pillow's
+JPEG, WebP, JPEG 2000 and AVIF over a quality ladder reaching down to each one's
+lowest rates, and learned CompressAI peers loaded from local checkpoints. Every
+setting of every codec is run on every image in memory; the rate is the whole
+encoded file (headers included), quality is measured on the decoded RGB image.
+
+CompressAI's own adapters (``compressai.utils.bench.codecs``) are not reused: they
+read from a path and pass only ``quality`` to Pillow, so they cannot set WebP's
+method, JPEG's Huffman optimisation, JPEG 2000's rate mode or AVIF's speed, and
+they have no JPEG 2000 or AVIF class. Their results format is kept (one JSON per
+codec, lists over settings), and CompressAI's zoo and padding helpers serve the peers.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import PIL
+import torch
+from PIL import Image, features
+
+from .analysis.metrics import (MS_SSIM_MIN_SIDE, as_float_rgb, bpp, mean_or_none, ms_ssim,
+                               ms_ssim_db, ms_ssim_defined, psnr)
+from .analysis.rd import bd_rate, quality_overlap, rd_hull
+from .image import IMAGE_SUFFIXES, load_image
+
+__all__ = ["BenchError", "Codec", "Encoded", "JPEG", "WebP", "JPEG2000", "AVIF", "HvqcCodec",
+           "PeerCodec", "BUILTIN", "PEER_ARCHS", "list_images", "parse_codecs", "parse_peers",
+           "make_codecs", "measure", "run", "summarise", "compressai_json", "bd_rates",
+           "write_outputs", "BenchResult"]
+
+METRICS = ("bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-rgb-db", "encoding_time", "decoding_time")
+
+
+class BenchError(ValueError):
+    """A bad argument or input, reported in one line."""
+
+
+@dataclass
+class Encoded:
+    """One encoded image: what the decoder needs, and the bytes a file would hold."""
+
+    data: object
+    num_bytes: int
+
+
+class Codec:
+    """One codec over a ladder of settings. Subclasses set ``key`` (a short id, also the
+    JSON file name), ``name``, ``description`` and ``settings``."""
+
+    key = ""
+    name = ""
+    description = ""
+    settings: Sequence = ()
+
+    def label(self, setting) -> str:
+        return str(setting)
+
+    def encode(self, img: Image.Image, setting) -> Encoded:
+        raise NotImplementedError
+
+    def decode(self, enc: Encoded, setting) -> Image.Image:
+        raise NotImplementedError
+
+
+class PillowCodec(Codec):
+    """A format Pillow writes; encoded to and decoded from memory (BytesIO)."""
+
+    fmt = ""
+    feature = ""
+
+    def __init__(self):
+        if not features.check(self.feature):
+            raise BenchError(f"codec {self.key}: this Pillow build has no {self.name} support")
+
+    def options(self, setting) -> dict:
+        raise NotImplementedError
+
+    def encode(self, img: Image.Image, setting) -> Encoded:
+        buf = io.BytesIO()
+        img.save(buf, format=self.fmt, **self.options(setting))
+        data = buf.getvalue()
+        return Encoded(data, len(data))
+
+    def decode(self, enc: Encoded, setting) -> Image.Image:
+        with Image.open(io.BytesIO(enc.data)) as im:
+            im.load()
+            return im.convert("RGB")
+
+
+class JPEG(PillowCodec):
+    key, name, fmt, feature = "jpeg", "JPEG", "JPEG", "jpg"
+    settings = (1, 2, 3, 5, 8, 10, 15, 20, 30, 50)
+    description = (f"JPEG, Pillow {PIL.__version__} (libjpeg {features.version('jpg')}), quality "
+                   f"1-50, 4:2:0, optimised Huffman tables (about half the bytes of the default "
+                   f"tables at quality 1)")
+
+    def label(self, q) -> str:
+        return f"q{q}"
+
+    def options(self, q) -> dict:
+        return {"quality": q, "optimize": True}
+
+
+class WebP(PillowCodec):
+    key, name, fmt, feature = "webp", "WebP", "WEBP", "webp"
+    settings = (0, 2, 5, 10, 15, 20, 30, 40, 55, 75)
+    description = (f"WebP (lossy), Pillow {PIL.__version__} (libwebp {features.version('webp')}), "
+                   f"quality 0-75, method 6")
+
+    def label(self, q) -> str:
+        return f"q{q}"
+
+    def options(self, q) -> dict:
+        return {"quality": q, "method": 6}
+
+
+class JPEG2000(PillowCodec):
+    key, name, fmt, feature = "jpeg2000", "JPEG 2000", "JPEG2000", "jpg_2000"
+    settings = (1200, 800, 600, 400, 300, 200, 120, 80, 48, 24)
+    description = (f"JPEG 2000, Pillow {PIL.__version__} (OpenJPEG {features.version('jpg_2000')}), "
+                   f"quality_mode rates, compression ratio 1200:1 to 24:1 (0.02-1 bpp), "
+                   f"irreversible 9/7 wavelet, J2K codestream")
+
+    def label(self, r) -> str:
+        return f"{r}:1"
+
+    def options(self, r) -> dict:
+        return {"quality_mode": "rates", "quality_layers": [r], "irreversible": True, "no_jp2": True}
+
+
+class AVIF(PillowCodec):
+    key, name, fmt, feature = "avif", "AVIF", "AVIF", "avif"
+    settings = (0, 5, 10, 15, 20, 30, 40, 50, 60, 70)
+    speed = 4        # speed 0 is about 4x slower here for about 0.15 dB
+    description = (f"AVIF, Pillow {PIL.__version__} (libavif {features.version('avif')}), quality "
+                   f"0-70, speed {speed}, 4:2:0")
+
+    def label(self, q) -> str:
+        return f"q{q}"
+
+    def options(self, q) -> dict:
+        return {"quality": q, "speed": self.speed}
+
+
+class HvqcCodec(Codec):
+    """Every level of an installed hvqc model (1 = finest), one ``.hvqc`` file each."""
+
+    key = "hvqc"
+
+    def __init__(self, model: str):
+        from .zoo import load
+        self.lm = load(model)
+        n = self.lm.model.num_levels
+        self.settings = tuple(range(1, n + 1))
+        self.name = f"hvqc ({self.lm.name})"
+        self.description = (f"hvqc model {self.lm.name!r} (weights {self.lm.sha256[:8]}), levels "
+                            f"1-{n}, whole .hvqc file")
+
+    def label(self, level) -> str:
+        return f"L{level}"
+
+    def encode(self, img: Image.Image, level) -> Encoded:
+        from .codec import compress_image
+        data = compress_image(self.lm, img, level).data
+        return Encoded(data, len(data))
+
+    def decode(self, enc: Encoded, level) -> Image.Image:
+        from .api import decompress
+        return decompress(enc.data, model=self.lm).convert("RGB")
+
+
+def _peer_archs() -> dict:
+    """CompressAI's image architectures by zoo name (imported quietly: CompressAI's
+    modules trigger torch's ``torch.jit.script`` deprecation warning)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script", category=FutureWarning)
+        import compressai.ops  # noqa: F401 - used by PeerCodec
+        from compressai.zoo.image import model_architectures
+    return dict(model_architectures)
+
+
+PEER_ARCHS = ("bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean", "mbt2018",
+              "cheng2020-anchor", "cheng2020-attn")
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(t.strip() for t in str(e).strip().splitlines()[:2])
+    return f"{type(e).__name__}: {text[:200]}"
+
+
+def _stem(p: Path) -> str:
+    for suffix in (".pth.tar", ".pt", ".pth", ".tar"):
+        if p.name.endswith(suffix) and len(p.name) > len(suffix):
+            return p.name[: -len(suffix)]
+    return p.name
+
+
+class PeerCodec(Codec):
+    """A CompressAI model, one local checkpoint per setting; nothing is downloaded.
+
+    Each is built untrained from its architecture class by ``from_state_dict`` (which
+    reads N and M from the weights, so any size loads, unlike the zoo's quality-indexed
+    ``pretrained=False`` constructors), then ``update()`` freezes its integer CDFs.
+    Inputs are zero-padded to a multiple of 64 as CompressAI's evaluation does. The rate
+    is the bytes of ``model.compress``'s strings (CompressAI's own measure: no header).
+    """
+
+    PAD = 64          # CompressAI's evaluation pads to a multiple of 2**6
+
+    def __init__(self, arch: str, paths: Sequence[Path]):
+        cls = _peer_archs()[arch]
+        from compressai.zoo import load_state_dict
+        self.key = self.name = arch
+        self.settings = tuple(range(len(paths)))
+        self.paths = list(paths)
+        self.models = []
+        for p in self.paths:
+            try:
+                ck = torch.load(p, map_location="cpu", weights_only=True)
+            except Exception:  # noqa: BLE001 - unreadable, or needs pickled code (refused)
+                raise BenchError(f"--peer {arch}={p}: not a checkpoint of plain tensors "
+                                 f"(torch.load with weights_only=True cannot read it)") from None
+            try:
+                state = ck.get("state_dict", ck) if isinstance(ck, dict) else None
+                if not isinstance(state, dict):
+                    raise ValueError("not a state_dict")
+                net = cls.from_state_dict(load_state_dict(state)).eval()
+                net.update(force=True)
+            except Exception as e:  # noqa: BLE001 - any failure is the checkpoint's
+                raise BenchError(f"--peer {arch}={p}: cannot load a {arch} checkpoint "
+                                 f"({_one_line(e)})") from None
+            self.models.append(net)
+        self.labels = [_stem(p) for p in self.paths]
+        if len(set(self.labels)) < len(self.labels):
+            self.labels = [f"{s}#{i + 1}" for i, s in enumerate(self.labels)]
+        sizes = ", ".join(f"{sum(t.numel() for t in m.parameters()) / 1e6:.2f}" for m in self.models)
+        self.description = (f"CompressAI {arch} ({sizes} M parameters), built untrained and loaded "
+                            f"from local checkpoints {', '.join(p.name for p in self.paths)}; rate = "
+                            f"bytes of the model.compress strings (no container header)")
+
+    def label(self, i) -> str:
+        return self.labels[i]
+
+    @torch.no_grad()
+    def encode(self, img: Image.Image, i) -> Encoded:
+        from compressai.ops import compute_padding
+        x = as_float_rgb(img).float()
+        h, w = x.shape[2:]
+        pad, unpad = compute_padding(h, w, min_div=self.PAD)
+        out = self.models[i].compress(torch.nn.functional.pad(x, pad, mode="constant", value=0))
+        size = sum(len(s) for group in out["strings"] for s in group)
+        return Encoded((out, unpad), size)
+
+    @torch.no_grad()
+    def decode(self, enc: Encoded, i) -> Image.Image:
+        out, unpad = enc.data
+        x = self.models[i].decompress(out["strings"], out["shape"])["x_hat"]
+        x = torch.nn.functional.pad(x, unpad).clamp(0, 1)
+        arr = (x[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+        return Image.fromarray(arr, "RGB")
+
+
+BUILTIN = {"hvqc": HvqcCodec, "jpeg": JPEG, "webp": WebP, "jpeg2000": JPEG2000, "avif": AVIF}
+
+
+def list_images(folder: Path, limit: int | None = None) -> list[Path]:
+    """The image files of a folder (by suffix, sorted, not recursive), the first ``limit``."""
+    if limit is not None and limit < 1:
+        raise BenchError(f"--limit must be 1 or more, got {limit}")
+    if not folder.is_dir():
+        raise BenchError(f"image folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise BenchError(f"no images in {folder}")
+    return files[:limit]
+
+
+def parse_codecs(text: str) -> list[str]:
+    """``"hvqc,jpeg"`` -> ``["hvqc", "jpeg"]`` (lower-cased, repeats dropped), checked."""
+    names = []
+    for n in (t.strip().lower() for t in text.split(",")):
+        if n and n not in names:
+            if n not in BUILTIN:
+                raise BenchError(f"unknown codec {n!r} (known: {', '.join(sorted(BUILTIN))}; "
+                                 f"learned peers come with --peer NAME=CHECKPOINT)")
+            names.append(n)
+    return names
+
+
+def parse_peers(items: Sequence[str]) -> dict[str, list[Path]]:
+    """``["arch=path", ...]`` -> ``{arch: [paths]}``; one curve per architecture."""
+    peers: dict[str, list[Path]] = {}
+    for item in items:
+        arch, sep, path = item.partition("=")
+        if not sep or not arch or not path:
+            raise BenchError(f"--peer must look like NAME=CHECKPOINT (got {item!r})")
+        if arch not in PEER_ARCHS:
+            raise BenchError(f"unknown peer {arch!r} (known: {', '.join(PEER_ARCHS)})")
+        p = Path(path)
+        if not p.is_file():
+            raise BenchError(f"--peer {arch}: no such file: {p}")
+        if p not in peers.setdefault(arch, []):
+            peers[arch].append(p)
+    return peers
+
+
+def make_codecs(names: Sequence[str], model: str = "photo",
+                peers: dict[str, list[Path]] | None = None) -> list[Codec]:
+    """Build the adapters (loads the hvqc model and every peer checkpoint)."""
+    codecs = [HvqcCodec(model) if n == "hvqc" else BUILTIN[n]() for n in names]
+    codecs += [PeerCodec(arch, paths) for arch, paths in (peers or {}).items()]
+    if not codecs:
+        raise BenchError("no codecs to run")
+    return codecs
+
+
+def measure(codec: Codec, img: Image.Image, setting, ref: torch.Tensor | None = None
+            ) -> tuple[dict, Image.Image]:
+    """Encode and decode one RGB image at one setting; the row of measures and the
+    decoded image. MS-SSIM is None for images under 161 px on a side."""
+    ref = as_float_rgb(img) if ref is None else ref
+    t = time.perf_counter()
+    enc = codec.encode(img, setting)
+    t_enc = time.perf_counter() - t
+    t = time.perf_counter()
+    rec = codec.decode(enc, setting)
+    t_dec = time.perf_counter() - t
+    if rec.size != img.size:
+        raise RuntimeError(f"{codec.name} decoded {rec.size}, expected {img.size}")
+    out = as_float_rgb(rec)
+    ms = ms_ssim(out, ref) if ms_ssim_defined(img.width, img.height) else None
+    row = {"codec": codec.key, "setting": codec.label(setting), "width": img.width,
+           "height": img.height, "bytes": enc.num_bytes, "bpp": bpp(enc.num_bytes, img.width, img.height),
+           "psnr-rgb": psnr(out, ref), "ms-ssim-rgb": ms,
+           "ms-ssim-rgb-db": None if ms is None else ms_ssim_db(ms),
+           "encoding_time": t_enc, "decoding_time": t_dec}
+    return row, rec
+
+
+@dataclass
+class BenchResult:
+    """Everything a run measured: per-image rows, and the first image's decodings (for crops)."""
+
+    folder: str
+    images: list[str]
+    codecs: list[Codec]
+    rows: list[dict]
+    first: Image.Image | None = None
+    decoded: dict = field(default_factory=dict)      # (codec key, setting label) -> RGB image
+    notes: list[str] = field(default_factory=list)
+    machine: str = ""
+
+
+def run(files: Sequence[Path], codecs: Sequence[Codec], progress: bool = True) -> BenchResult:
+    """Every codec at every setting on every image, with a progress bar on stderr."""
+    from tqdm import tqdm
+    res = BenchResult(folder=Path(files[0]).parent.name, images=[Path(f).name for f in files],
+                      codecs=list(codecs), rows=[],
+                      machine=f"{platform.machine()}, {os.cpu_count()} CPUs, "
+                              f"torch {torch.get_num_threads()} threads")
+    small = []
+    total = len(files) * sum(len(c.settings) for c in codecs)
+    with tqdm(total=total, desc="bench", file=sys.stderr, disable=None if progress else True,
+              leave=False) as bar:
+        for k, f in enumerate(files):
+            img = load_image(f).convert("RGB")
+            if not ms_ssim_defined(img.width, img.height):
+                small.append(f"{Path(f).name} {img.width}x{img.height}")
+            ref = as_float_rgb(img)
+            if k == 0:
+                res.first = img
+            for c in codecs:
+                for s in c.settings:
+                    bar.set_postfix_str(f"{Path(f).name} {c.key} {c.label(s)}", refresh=False)
+                    row, rec = measure(c, img, s, ref)
+                    res.rows.append({"image": Path(f).name, **row})
+                    if k == 0:
+                        res.decoded[(c.key, row["setting"])] = rec
+                    bar.update()
+    if small:
+        res.notes.append(f"MS-SSIM needs at least {MS_SSIM_MIN_SIDE} px on the short side (5 scales "
+                         f"of an 11-px window); it is null for {len(small)} of {len(files)} images "
+                         f"(e.g. {small[0]})")
+    return res
+
+
+def summarise(codec: Codec, rows: Sequence[dict]) -> list[dict]:
+    """Mean measures per setting over the images, sorted by bpp. MS-SSIM dB is that of
+    the mean MS-SSIM (as CompressAI plots it); MS-SSIM means skip images without one."""
+    out = []
+    for s in codec.settings:
+        label = codec.label(s)
+        r = [x for x in rows if x["codec"] == codec.key and x["setting"] == label]
+        if not r:
+            continue
+        m = {"setting": label, "images": len(r)}
+        for k in ("bpp", "psnr-rgb", "encoding_time", "decoding_time"):
+            m[k] = sum(x[k] for x in r) / len(r)
+        m["ms-ssim-rgb"] = mean_or_none(x["ms-ssim-rgb"] for x in r)
+        m["ms-ssim-rgb-db"] = None if m["ms-ssim-rgb"] is None else ms_ssim_db(m["ms-ssim-rgb"])
+        out.append(m)
+    return sorted(out, key=lambda m: m["bpp"])
+
+
+def compressai_json(codec: Codec, rows: Sequence[dict], meta: dict | None = None) -> dict:
+    """CompressAI's results format (``name``, ``description``, ``results``: lists over
+    settings sorted by bpp), plus ``settings`` and the ``per_image`` rows."""
+    means = summarise(codec, rows)
+    return {"name": codec.name, "description": codec.description,
+            "results": {k: [m[k] for m in means] for k in METRICS},
+            "settings": [m["setting"] for m in means], **(meta or {}),
+            "per_image": [r for r in rows if r["codec"] == codec.key]}
+
+
+def _pair(means: list[dict], key: str) -> tuple[list[float], list[float]]:
+    pts = [(m["bpp"], m[key]) for m in means if m[key] is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def bd_rates(summaries: dict[str, list[dict]], names: dict[str, str], test: str = "hvqc") -> dict:
+    """BD-rate (%) of ``test`` against every other codec, for PSNR and for MS-SSIM in dB;
+    None with a reason where it cannot be computed. Negative: ``test`` needs less rate."""
+    out = {"test": test,
+           "method": "Bjontegaard delta rate: log-rate interpolated as a PCHIP function of "
+                     "quality over the quality interval both curves cover (dominated points "
+                     "dropped); negative = hvqc needs less rate for the same quality",
+           "quality": {"psnr": "psnr-rgb (dB)", "ms-ssim": "ms-ssim-rgb-db (dB of the mean MS-SSIM)"},
+           "against": {}}
+    if test not in summaries:
+        out["note"] = f"{test} was not benchmarked: no BD-rates"
+        return out
+    for key, means in summaries.items():
+        if key == test:
+            continue
+        entry = {}
+        for metric, q in (("psnr", "psnr-rgb"), ("ms-ssim", "ms-ssim-rgb-db")):
+            ra, qa = _pair(means, q)
+            rt, qt = _pair(summaries[test], q)
+            value = bd_rate(ra, qa, rt, qt)
+            e = {"bd_rate": value}
+            if value is None:
+                ha, hq = rd_hull(ra, qa)[1], rd_hull(rt, qt)[1]
+                if not qa or not qt:
+                    e["reason"] = f"no {metric.upper()} values: images too small"
+                elif len(ha) < 2 or len(hq) < 2:
+                    e["reason"] = "fewer than two usable points on a curve"
+                else:
+                    e["reason"] = (f"curves do not overlap in {metric.upper()}: {names[test]} covers "
+                                   f"{hq.min():.2f}-{hq.max():.2f} dB, {names[key]} "
+                                   f"{ha.min():.2f}-{ha.max():.2f} dB")
+            else:
+                e["overlap_db"] = list(quality_overlap(rd_hull(ra, qa)[1], rd_hull(rt, qt)[1]))
+            entry[metric] = e
+        out["against"][key] = entry
+    return out
+
+
+def _clean(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def _json_bytes(obj) -> bytes:
+    return (json.dumps(_clean(obj), indent=1, allow_nan=False) + "\n").encode()
+
+
+def _rd_figure(res: BenchResult, summaries: dict[str, list[dict]], key: str, ylabel: str) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(7, 5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    drawn = 0
+    for c in res.codecs:
+        x, y = _pair(summaries[c.key], key)
+        if x:
+            hv = c.key == "hvqc"
+            ax.plot(x, y, "o-", lw=2.2 if hv else 1.2, ms=5 if hv else 3.5, label=c.name,
+                    zorder=3 if hv else 2)
+            drawn += 1
+    if drawn:
+        ax.set_xscale("log")
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, f"not measured: images under {MS_SSIM_MIN_SIDE} px a side", ha="center",
+                va="center", transform=ax.transAxes)
+    ax.set_xlabel("bits per pixel (whole file, log scale)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{res.folder} ({len(res.images)} images), mean over images", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _crops_figure(res: BenchResult, size: int = 256) -> bytes:
+    """The first image's centre crop: original, then each codec at the setting whose
+    bpp on this image is closest (in log ratio) to hvqc level 1's."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    img, name = res.first, res.images[0]
+    rows = [r for r in res.rows if r["image"] == name]
+    ref = [r for r in rows if r["codec"] == "hvqc" and r["setting"] == "L1"]
+    if ref:
+        target, why = ref[0]["bpp"], "hvqc level 1"
+    else:
+        target, why = float(np.median([r["bpp"] for r in rows])), "the median of all settings"
+    w, h = min(size, img.width), min(size, img.height)
+    box = ((img.width - w) // 2, (img.height - h) // 2, (img.width - w) // 2 + w, (img.height - h) // 2 + h)
+    panels = [("original", img.crop(box))]
+    for c in res.codecs:
+        cand = [r for r in rows if r["codec"] == c.key]
+        best = min(cand, key=lambda r: abs(math.log(r["bpp"] / target)))
+        panels.append((f"{c.name} {best['setting']}\n{best['bpp']:.3f} bpp",
+                       res.decoded[(c.key, best["setting"])].crop(box)))
+    cols = min(len(panels), 4)
+    nrow = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(3.2 * cols, (3.2 * h / w + 0.45) * nrow + 0.35), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    for i, (title, im) in enumerate(panels):
+        ax = fig.add_subplot(nrow, cols, i + 1)
+        ax.imshow(np.asarray(im), interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{name}, {w}x{h} centre crop; each codec at the setting closest to "
+                 f"{target:.3f} bpp ({why})", fontsize=10)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _csv_bytes(rows: Sequence[dict]) -> bytes:
+    cols = ["codec", "setting", "image", "width", "height", "bytes", *METRICS]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow(["" if r[c] is None else r[c] for c in cols])
+    return buf.getvalue().encode()
+
+
+def _fmt(x, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _summary_md(res: BenchResult, summaries: dict[str, list[dict]], bd: dict) -> bytes:
+    names = {c.key: c.name for c in res.codecs}
+    lines = [f"# hvqc bench: {res.folder} ({len(res.images)} images)", "",
+             f"Machine: {res.machine}. Rates are whole-file bits per pixel; PSNR and MS-SSIM on "
+             f"8-bit RGB (MS-SSIM data_range 1), means over images.", ""]
+    for c in res.codecs:
+        lines += [f"## {c.name}", "", c.description, "",
+                  "| setting | bpp | PSNR dB | MS-SSIM | MS-SSIM dB | encode s | decode s |",
+                  "|---|---|---|---|---|---|---|"]
+        for m in summaries[c.key]:
+            lines.append(f"| {m['setting']} | {m['bpp']:.4f} | {_fmt(m['psnr-rgb'], '.2f')} | "
+                         f"{_fmt(m['ms-ssim-rgb'], '.4f')} | {_fmt(m['ms-ssim-rgb-db'], '.2f')} | "
+                         f"{m['encoding_time']:.3f} | {m['decoding_time']:.3f} |")
+        lines.append("")
+    lines += ["## BD-rate of hvqc", ""]
+    if "note" in bd:
+        lines += [bd["note"], ""]
+    elif bd["against"]:
+        lines += [bd["method"] + ".", "", "| against | PSNR | MS-SSIM (dB) |", "|---|---|---|"]
+        for key, e in bd["against"].items():
+            cells = [f"{e[m]['bd_rate']:+.1f} %" if e[m]["bd_rate"] is not None
+                     else f"n/a ({e[m]['reason']})" for m in ("psnr", "ms-ssim")]
+            lines.append(f"| {names[key]} | {cells[0]} | {cells[1]} |")
+        lines.append("")
+    else:
+        lines += ["No other codec to compare with.", ""]
+    if res.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in res.notes] + [""]
+    return "\n".join(lines).encode()
+
+
+def write_outputs(res: BenchResult, folder: Path,
+                  write: Callable[[Path, Callable], None] | None = None) -> list[Path]:
+    """Write every output into ``folder`` (which must exist); returns the paths written.
+
+    Args:
+        res: a finished :func:`run`.
+        folder: the results folder.
+        write: ``write(path, fn)`` calls ``fn(binary_file)``; default a plain open, the
+            CLI passes its atomic writer.
+    """
+    def plain(path: Path, fn) -> None:
+        with open(path, "wb") as f:
+            fn(f)
+    write = write or plain
+    summaries = {c.key: summarise(c, res.rows) for c in res.codecs}
+    names = {c.key: c.name for c in res.codecs}
+    meta = {"images": res.folder, "count": len(res.images), "machine": res.machine}
+    bd = bd_rates(summaries, names)
+    if res.notes:
+        bd["notes"] = res.notes
+    outputs = {f"{c.key}.json": _json_bytes(compressai_json(c, res.rows, meta)) for c in res.codecs}
+    outputs["results.csv"] = _csv_bytes(res.rows)
+    outputs["rd_psnr.png"] = _rd_figure(res, summaries, "psnr-rgb", "PSNR (dB, RGB)")
+    outputs["rd_msssim.png"] = _rd_figure(res, summaries, "ms-ssim-rgb-db",
+                                          "MS-SSIM (dB: -10 log10(1 - MS-SSIM), RGB)")
+    outputs["crops.png"] = _crops_figure(res)
+    outputs["bd_rate.json"] = _json_bytes(bd)
+    outputs["summary.md"] = _summary_md(res, summaries, bd)
+    paths = []
+    for name, data in outputs.items():
+        write(folder / name, lambda f, data=data: f.write(data))
+        paths.append(folder / name)
+    return paths

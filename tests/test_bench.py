@@ -1,0 +1,248 @@
+"""``hvqc bench``: BD-rate on known curves, codec adapters, result formats, the CLI."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, features
+
+from hvqc import api, bench
+from hvqc.analysis.rd import bd_rate, quality_overlap, rd_hull
+
+RATE = np.array([0.05, 0.1, 0.2, 0.4, 0.8])
+PSNR = np.array([24.0, 26.5, 29.0, 31.0, 33.5])
+
+
+# --- BD-rate -------------------------------------------------------------------------
+
+def test_bd_rate_half_the_rate_everywhere_is_minus_50():
+    assert bd_rate(RATE, PSNR, RATE / 2, PSNR) == pytest.approx(-50.0, abs=1e-9)
+    assert bd_rate(RATE, PSNR, RATE * 2, PSNR) == pytest.approx(100.0, abs=1e-9)
+
+
+def test_bd_rate_identical_curves_is_zero():
+    assert bd_rate(RATE, PSNR, RATE, PSNR) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_bd_rate_is_none_without_overlap_or_points():
+    assert bd_rate(RATE, PSNR, RATE, PSNR + 20) is None
+    assert bd_rate(RATE, PSNR, RATE[:1], PSNR[:1]) is None
+    assert quality_overlap([1, 2], [3, 4]) is None
+    assert quality_overlap([1, 3], [2, 4]) == (2.0, 3.0)
+
+
+def test_bd_rate_uses_only_the_shared_quality_interval():
+    # log-rate linear in quality (rate doubles every 3 dB), which PCHIP reproduces exactly
+    # on any subset: a half-rate test curve covering 26.5-31 dB only is -50 %
+    rate = 0.05 * 2 ** ((PSNR - 24) / 3)
+    part = slice(1, 4)
+    assert bd_rate(rate, PSNR, rate[part] / 2, PSNR[part]) == pytest.approx(-50.0, abs=1e-9)
+    assert bd_rate(rate[part] / 2, PSNR[part], rate, PSNR) == pytest.approx(100.0, abs=1e-9)
+
+
+def test_bd_rate_is_order_free_and_drops_dominated_points():
+    r, q = rd_hull([0.4, 0.1, 0.2, 0.3, 0.05], [31, 26.5, 29, 28, 24])
+    assert r.tolist() == [0.05, 0.1, 0.2, 0.4] and q.tolist() == [24, 26.5, 29, 31]
+    shuffled = [3, 0, 4, 1, 2]
+    assert bd_rate(RATE[shuffled], PSNR[shuffled], RATE / 2, PSNR) == pytest.approx(-50.0, abs=1e-9)
+
+
+# --- adapters ------------------------------------------------------------------------
+
+MAGIC = {"jpeg": (0, b"\xff\xd8\xff"), "webp": (8, b"WEBP"), "jpeg2000": (0, b"\xff\x4f\xff\x51"),
+         "avif": (4, b"ftyp")}
+
+
+@pytest.mark.parametrize("cls", [bench.JPEG, bench.WebP, bench.JPEG2000, bench.AVIF])
+def test_pillow_adapter_round_trips_and_counts_the_real_bytes(cls, photo_img):
+    if not features.check(cls.feature):
+        pytest.skip(f"this Pillow has no {cls.name}")
+    codec = cls()
+    assert 8 <= len(codec.settings) <= 12
+    off, magic = MAGIC[codec.key]
+    sizes = []
+    for s in codec.settings:
+        enc = codec.encode(photo_img, s)
+        assert enc.num_bytes == len(enc.data) and enc.data[off:off + len(magic)] == magic
+        row, rec = bench.measure(codec, photo_img, s)
+        assert row["bytes"] == len(enc.data)                  # deterministic encoders
+        assert row["bpp"] == 8 * len(enc.data) / (96 * 64)
+        assert rec.size == (96, 64) and rec.mode == "RGB"
+        assert row["ms-ssim-rgb"] is None                     # 96x64 is too small for MS-SSIM
+        sizes.append(row["bytes"])
+    assert row["psnr-rgb"] > 20                               # the best setting looks like the photo
+    assert min(sizes) < max(sizes)
+
+
+def test_hvqc_adapter_is_the_api(tiny, photo_img, monkeypatch):
+    from hvqc import zoo
+    monkeypatch.setattr(zoo, "load", lambda name: tiny)
+    codec = bench.HvqcCodec("tiny")
+    assert codec.settings == (1, 2, 3) and codec.label(1) == "L1"
+    for level in codec.settings:
+        row, rec = bench.measure(codec, photo_img, level)
+        assert row["bytes"] == len(api.compress(photo_img, tiny, level=level))
+        assert rec.size == photo_img.size
+
+
+@pytest.fixture(scope="module")
+def peer_ckpt(tmp_path_factory):
+    """A randomly initialised tiny CompressAI factorized-prior model (N=M=8), saved as a
+    training checkpoint ({"state_dict": ...}) would be."""
+    from compressai.models import FactorizedPrior
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("peer") / "tiny-q1.pth.tar"
+    torch.save({"state_dict": FactorizedPrior(8, 8).state_dict(), "epoch": 0}, path)
+    return path
+
+
+def test_peer_adapter_measures_the_compress_strings(peer_ckpt, photo_img):
+    codec = bench.PeerCodec("bmshj2018-factorized", [peer_ckpt])
+    assert codec.label(0) == "tiny-q1"
+    enc = codec.encode(photo_img, 0)
+    out, _ = enc.data
+    assert enc.num_bytes == sum(len(s) for group in out["strings"] for s in group) > 0
+    row, rec = bench.measure(codec, photo_img, 0)
+    assert row["bytes"] == enc.num_bytes                      # the same bytes every time
+    assert rec.size == (96, 64) and np.isfinite(row["psnr-rgb"])
+
+
+def test_peer_errors(peer_ckpt, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(bench.BenchError, match="not a checkpoint"):
+        bench.PeerCodec("bmshj2018-factorized", [bad])
+    with pytest.raises(bench.BenchError, match="cannot load a bmshj2018-hyperprior"):
+        bench.PeerCodec("bmshj2018-hyperprior", [peer_ckpt])
+    with pytest.raises(bench.BenchError, match="NAME=CHECKPOINT"):
+        bench.parse_peers(["bmshj2018-factorized"])
+    with pytest.raises(bench.BenchError, match="unknown peer"):
+        bench.parse_peers([f"vtm={peer_ckpt}"])
+    with pytest.raises(bench.BenchError, match="no such file"):
+        bench.parse_peers([f"bmshj2018-factorized={tmp_path / 'none.pt'}"])
+    assert bench.parse_peers([f"bmshj2018-factorized={peer_ckpt}"] * 2) == {
+        "bmshj2018-factorized": [peer_ckpt]}
+
+
+def test_argument_checks(tmp_path):
+    assert bench.parse_codecs("JPEG, webp,jpeg") == ["jpeg", "webp"]
+    with pytest.raises(bench.BenchError, match="unknown codec 'bpg'"):
+        bench.parse_codecs("jpeg,bpg")
+    with pytest.raises(bench.BenchError, match="no codecs"):
+        bench.make_codecs([], peers={})
+    with pytest.raises(bench.BenchError, match="no images"):
+        bench.list_images(tmp_path)
+    with pytest.raises(bench.BenchError, match="--limit"):
+        bench.list_images(tmp_path, 0)
+
+
+# --- results -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, photo_path):
+    """Three 96x64 images (the photo, mirrored, flipped) plus a non-image file."""
+    d = tmp_path_factory.mktemp("images")
+    img = Image.open(photo_path).convert("RGB")
+    img.save(d / "a.png")
+    img.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(d / "b.png")
+    img.transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(d / "c.png")
+    (d / "SHA256SUMS").write_text("not an image\n")
+    return d
+
+
+def test_compressai_json_format(images):
+    files = bench.list_images(images, limit=2)
+    assert [f.name for f in files] == ["a.png", "b.png"]
+    codec = bench.JPEG()
+    res = bench.run(files, [codec], progress=False)
+    assert len(res.rows) == 2 * len(codec.settings)
+    assert res.notes and "161 px" in res.notes[0] and "2 of 2" in res.notes[0]
+    j = json.loads(json.dumps(bench.compressai_json(codec, res.rows)))
+    assert j["name"] == "JPEG" and j["description"]
+    assert set(j["results"]) == {"bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-rgb-db",
+                                 "encoding_time", "decoding_time"}
+    bpp = j["results"]["bpp"]
+    assert len(bpp) == len(j["settings"]) == len(codec.settings) and bpp == sorted(bpp)
+    assert all(len(v) == len(bpp) for v in j["results"].values())
+    assert j["results"]["ms-ssim-rgb"] == [None] * len(bpp)
+    assert len(j["per_image"]) == len(res.rows)
+    q1 = [r["bpp"] for r in j["per_image"] if r["setting"] == "q1"]
+    assert bpp[j["settings"].index("q1")] == pytest.approx(sum(q1) / 2)
+
+
+def test_ms_ssim_measured_on_large_enough_images(photo_img):
+    big = photo_img.resize((192, 168))
+    row, _ = bench.measure(bench.JPEG(), big, 10)
+    assert 0 < row["ms-ssim-rgb"] < 1
+    assert row["ms-ssim-rgb-db"] == pytest.approx(-10 * np.log10(1 - row["ms-ssim-rgb"]))
+
+
+# --- command line --------------------------------------------------------------------
+
+def _one_error(rc, err, *fragments):
+    assert rc == 1 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hvqc: error:"), err
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def test_cli_missing_image_folder_creates_nothing(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("HVQC_DATA", str(tmp_path / "data"))
+    rc, out, err = cli("bench", "-o", tmp_path / "out")          # default: the data folder's kodak/
+    _one_error(rc, err, "image folder not found", "kodak")
+    rc, out, err = cli("bench", tmp_path / "nowhere", "-o", tmp_path / "out")
+    _one_error(rc, err, "image folder not found")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_unknown_codec(cli, images, tmp_path):
+    rc, out, err = cli("bench", images, "--codecs", "jpeg,bpg", "-o", tmp_path / "out")
+    _one_error(rc, err, "unknown codec 'bpg'")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_existing_results_need_force(cli, images, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.md").write_text("old")
+    rc, _, err = cli("bench", images, "--codecs", "jpeg", "-o", out)
+    _one_error(rc, err, "not empty", "--force")
+    assert [p.name for p in out.iterdir()] == ["summary.md"]
+    assert (out / "summary.md").read_text() == "old"
+
+
+def test_cli_end_to_end(cli, images, peer_ckpt, tmp_path):
+    out = tmp_path / "res"
+    rc, stdout, err = cli("bench", images, "--codecs", "hvqc,jpeg", "--model", "tiny", "--limit", "2",
+                          "--peer", f"bmshj2018-factorized={peer_ckpt}", "-o", out)
+    assert rc == 0, err
+    assert err.count("hvqc: note: MS-SSIM") == 1 and "error" not in err
+    assert "summary.md" in stdout
+    names = {"hvqc.json", "jpeg.json", "bmshj2018-factorized.json", "results.csv", "rd_psnr.png",
+             "rd_msssim.png", "crops.png", "bd_rate.json", "summary.md"}
+    assert {p.name for p in out.iterdir()} == names              # no temporaries left
+    hv = json.loads((out / "hvqc.json").read_text())
+    assert hv["settings"] == ["L3", "L2", "L1"] and hv["results"]["bpp"] == sorted(hv["results"]["bpp"])
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * (3 + len(bench.JPEG.settings) + 1)
+    assert {r["image"] for r in rows} == {"a.png", "b.png"}
+    for r in rows:
+        assert float(r["bpp"]) == pytest.approx(8 * int(r["bytes"]) / (96 * 64))
+        assert r["ms-ssim-rgb"] == ""
+    bd = json.loads((out / "bd_rate.json").read_text())
+    assert set(bd["against"]) == {"jpeg", "bmshj2018-factorized"}
+    for e in bd["against"].values():
+        for m in ("psnr", "ms-ssim"):
+            assert e[m]["bd_rate"] is None or np.isfinite(e[m]["bd_rate"])
+            assert e[m]["bd_rate"] is not None or e[m]["reason"]
+    for png in ("rd_psnr.png", "rd_msssim.png", "crops.png"):
+        assert Image.open(out / png).format == "PNG"
+    md = (out / "summary.md").read_text()
+    assert "## hvqc (tiny)" in md and "## JPEG" in md and "## BD-rate of hvqc" in md
+    # --force writes into the non-empty folder
+    rc, _, err = cli("bench", images, "--codecs", "jpeg", "--limit", "1", "-o", out, "--force")
+    assert rc == 0, err
+    assert len(json.loads((out / "jpeg.json").read_text())["per_image"]) == len(bench.JPEG.settings)
