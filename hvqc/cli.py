@@ -383,9 +383,9 @@ def models():
                 problems.append(err)
     except Exception as e:  # noqa: BLE001
         _report(e)
-    for err in problems:
-        typer.echo(f"hvqc: error: {err}", err=True)
-    if problems:
+    if problems:                           # one line, however many models are broken
+        more = f" (and {len(problems) - 1} more model(s))" if len(problems) > 1 else ""
+        typer.echo(f"hvqc: error: {problems[0]}{more}", err=True)
         raise typer.Exit(1)
 
 
