@@ -16,7 +16,7 @@ from typing import List, Optional
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="hvqc: a hierarchical VQ-VAE image codec with learned priors.")
+                  help="hvqc: a hierarchical VQ-VAE codec (images and speech) with learned priors.")
 
 
 class UserError(Exception):
