@@ -361,6 +361,62 @@ def bench(image_dir: Optional[Path] = typer.Argument(None, help="Image folder (d
 
 
 @app.command()
+def analyze(model: str = typer.Option(..., "--model", "-m", help="Model to analyze: a name (see "
+                                      "`hvqc models`) or a training run folder (ckpt.pt)."),
+            output: Path = typer.Option(..., "-o", "--output", help="Results folder (JSON and PNG plots)."),
+            labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated: phones, "
+                                                 "words (speech models); classes (digit models). "
+                                                 "Default: all that apply."),
+            compare: Optional[str] = typer.Option(None, "--compare", help="More models, NAME,NAME: "
+                                                  "the same measures, overlaid in compare.png."),
+            items: Optional[int] = typer.Option(None, "--items", help="Utterances (speech, default "
+                                                "500) or test digits (default 5000) scored."),
+            fit_items: Optional[int] = typer.Option(None, "--fit-items", help="Training utterances "
+                                                    "(default 300) or digits (default 5000) the "
+                                                    "k-means clusters are fitted on."),
+            clusters: int = typer.Option(100, "--clusters", help="k-means clusters (every layer)."),
+            trials: int = typer.Option(3, "--trials", help="PWCCA trials of 10 folds."),
+            layers: Optional[str] = typer.Option(None, "--layers", help="Only layers whose name "
+                                                 "contains one of these (comma-separated)."),
+            corpus: Optional[Path] = typer.Option(None, "--corpus", help="Speech corpus folder "
+                                                  "(default: runs/speech/corpus)."),
+            seed: int = typer.Option(0, "--seed"),
+            force: bool = typer.Option(False, "--force", "-f",
+                                       help="Write into a non-empty results folder.")):
+    """What each layer represents: PWCCA and normalised MI against phones, words, log-mel
+    features or digit classes, per layer; writes analysis.json and PNG plots."""
+    try:
+        if output.exists() and not output.is_dir():
+            raise UserError(f"-o {output} is not a folder")
+        if output.is_dir() and any(output.iterdir()) and not force:
+            raise UserError(f"{output} exists and is not empty (use --force to write into it)")
+        from . import analyze as an
+        if clusters < 2 or trials < 1:
+            raise UserError("--clusters must be 2 or more and --trials 1 or more")
+        split = lambda s: [v.strip() for v in (s or "").split(",") if v.strip()]  # noqa: E731
+        names = [model] + [n for n in split(compare) if n != model]
+        lms = [an.load_model(n) for n in names]
+        image = [lm.modality != "speech" for lm in lms]
+        settings = an.Settings(labels=split(labels), clusters=clusters, trials=trials, seed=seed,
+                               layers=split(layers), corpus=str(corpus or ""))
+        if items is not None:
+            settings.items = items
+        elif all(image):
+            settings.items = 5000
+        if fit_items is not None:
+            settings.fit_items = fit_items
+        elif all(image):
+            settings.fit_items = 5000
+        if settings.items < 1 or settings.fit_items < 1:
+            raise UserError("--items and --fit-items must be positive")
+        doc = an.analyze(lms, settings, progress=True)
+        paths = an.write_outputs(doc, output, write=_atomic_write)
+    except Exception as e:  # noqa: BLE001
+        _report(e)
+    typer.echo(" ".join(str(p) for p in paths))
+
+
+@app.command()
 def models():
     """List the installed models, their levels and typical rates; check their weights."""
     from .zoo import ModelError, manifest, verify

@@ -1,4 +1,5 @@
-"""Rate and quality measures: bits per pixel, PSNR, MS-SSIM (pytorch-msssim)."""
+"""Rate and quality measures: bits per pixel or per second (whole-file, payload or
+estimated from the model's probabilities), PSNR, MS-SSIM (pytorch-msssim)."""
 from __future__ import annotations
 
 import math
@@ -7,7 +8,7 @@ import numpy as np
 import torch
 from pytorch_msssim import ms_ssim as _ms_ssim
 
-__all__ = ["bpp", "psnr", "ms_ssim", "ms_ssim_db", "as_float_rgb", "MS_SSIM_MIN_SIDE", "ms_ssim_defined",
+__all__ = ["bpp", "bps", "estimated_bits", "psnr", "ms_ssim", "ms_ssim_db", "as_float_rgb", "MS_SSIM_MIN_SIDE", "ms_ssim_defined",
            "mean_or_none"]
 
 MS_SSIM_MIN_SIDE = 161   # 5 scales of an 11-px window: the short side must exceed (11 - 1) * 2**4
@@ -22,6 +23,23 @@ def as_float_rgb(img) -> torch.Tensor:
 def bpp(num_bytes: int, width: int, height: int) -> float:
     """Whole-file bits per pixel."""
     return 8.0 * num_bytes / (width * height)
+
+
+def bps(num_bytes: int, seconds: float) -> float:
+    """Bits per second of ``num_bytes`` (whole file or payload) for ``seconds`` of audio."""
+    if not seconds > 0:
+        raise ValueError(f"duration must be positive, got {seconds}")
+    return 8.0 * num_bytes / seconds
+
+
+def estimated_bits(probs) -> float:
+    """``-sum log2 p``: the ideal code length of symbols coded with probabilities ``probs``
+    (the probability the model gave each coded symbol; array or tensor, any shape).
+    Divide by pixels or seconds for an estimated rate."""
+    p = torch.as_tensor(probs, dtype=torch.float64)
+    if (p <= 0).any() or (p > 1).any():
+        raise ValueError("probabilities must lie in (0, 1]")
+    return float(-torch.log2(p).sum())
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> float:
