@@ -92,12 +92,20 @@ def describe(data: bytes) -> dict:
     h, lengths = c.header, [len(seg) for seg in c.segments]
     payload, extra = sum(lengths), sum(len(v) for v in c.extras.values())
     per_level = [None] * len(h.levels) if h.joint else lengths   # a joint stream has no split
-    return {"model": h.model, "weights_hash": h.weights_hash.hex(), "width": h.width,
+    out = {"model": h.model, "weights_hash": h.weights_hash.hex(), "width": h.width,
             "height": h.height, "mode": h.mode, "num_levels": h.num_levels,
             "modality": ["image", "speech"][h.modality], "stream": "joint" if h.joint else "split",
             "levels": [{"level": l, "payload_bytes": n} for l, n in zip(h.levels, per_level)],
             "payload_bytes": payload, "extra_bytes": extra, "total_bytes": len(data),
             "header_bytes": len(data) - payload - extra, "bpp": 8 * len(data) / (h.width * h.height)}
+    if h.modality == 1:     # speech: width counts 10 ms frames; extras tag 2 the samples
+        raw = c.extras.get(bitstream.SPEECH_SAMPLES_TAG, b"")
+        samples = int.from_bytes(raw, "little") if len(raw) == 4 else None
+        seconds = samples / h.sample_rate if samples else None
+        out.update({"frames": h.width, "sample_rate": h.sample_rate, "samples": samples,
+                    "seconds": seconds, "bps": 8 * len(data) / seconds if seconds else None})
+        del out["bpp"]
+    return out
 
 
 def truncate(data: bytes, level: int) -> bytes:

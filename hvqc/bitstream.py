@@ -31,7 +31,8 @@ VERSION = 1
 MAX_SIDE = 1 << 16  # refuse width/height above this before any allocation
 MAX_PIXELS = 1 << 28
 MODES = ("L", "LA", "RGB", "RGBA", "I;16")
-MODALITIES = (0, 1)  # 0 = image, 1 = speech (reserved for later)
+MODALITIES = (0, 1)  # 0 = image, 1 = speech
+SPEECH_SAMPLES_TAG = 2  # extras tag of speech files: original sample count, u32 little-endian
 MAX_LEVELS = 15
 MAX_MODEL_LEN = 64
 HASH_LEN = 4
@@ -56,7 +57,7 @@ class Header:
     mode: str  # one of MODES, stored as its index
     num_levels: int  # levels in the model, 1..15
     levels: tuple[int, ...]  # levels present, top first, consecutive descending from num_levels
-    modality: int = 0  # 0 = image, 1 = speech (reserved for later)
+    modality: int = 0  # 0 = image, 1 = speech (width = 10 ms frames, height = 1)
     sample_rate: int = 0  # only for modality 1 (then >= 1)
     joint: bool = False  # all levels in one coder segment (else one segment per level)
 

@@ -216,14 +216,22 @@ def info(file: Path = typer.Argument(..., help="An .hvqc file."),
         typer.echo(json.dumps(d))
         return
     typer.echo(f"model      {d['model']} (weights {d['weights_hash']})")
-    typer.echo(f"image      {d['width']}x{d['height']} {d['mode']}")
+    if d["modality"] == "speech":
+        typer.echo(f"speech     {d['frames']} frames of 10 ms, {d['sample_rate']} Hz"
+                   + (f", {d['samples']} samples ({d['seconds']:.3f} s)" if d.get("samples") else ""))
+    else:
+        typer.echo(f"image      {d['width']}x{d['height']} {d['mode']}")
     if d["stream"] == "joint":
         typer.echo(f"levels     {', '.join(str(lv['level']) for lv in d['levels'])} "
                    f"(one joint stream, {d['payload_bytes']} bytes)")
     for lv in d["levels"] if d["stream"] == "split" else []:
         typer.echo(f"level {lv['level']}    {lv['payload_bytes']} bytes")
     typer.echo(f"header     {d['header_bytes']} bytes")
-    typer.echo(f"total      {d['total_bytes']} bytes ({d['bpp']:.4f} bpp)")
+    if d["modality"] == "speech":
+        rate = f" ({d['bps']:.0f} bits/s)" if d.get("bps") is not None else ""
+        typer.echo(f"total      {d['total_bytes']} bytes{rate}")
+    else:
+        typer.echo(f"total      {d['total_bytes']} bytes ({d['bpp']:.4f} bpp)")
 
 
 @app.command()
@@ -430,9 +438,11 @@ def models():
             typer.echo(f"{name}  ({e.get('modality', 'image')}, weights {e['sha256'][:8]}): "
                        f"{e.get('description', '')}")
             for lv in e.get("levels", []):
-                rate = lv.get("typical_bpp")
+                rate, bps = lv.get("typical_bpp"), lv.get("typical_bps")
                 typer.echo(f"  level {lv['level']}: stride {lv['stride']}, {lv['codes']} codes"
-                           + (f", ~{rate:.3f} bpp" if rate is not None else ""))
+                           + (f" ({lv['frame_ms']} ms)" if "frame_ms" in lv else "")
+                           + (f", ~{rate:.3f} bpp" if rate is not None else "")
+                           + (f", ~{bps:.0f} bits/s" if bps is not None else ""))
             try:
                 verify(name, e)
             except ModelError as err:      # reported below, after the listing
@@ -448,7 +458,7 @@ def models():
 @app.command()
 def train(recipe: str = typer.Argument("photo", help="Which model to train: photo, mnist, faces, "
                                        "or their second stages photo-upper, mnist-upper, "
-                                       "faces-upper (from --init)."),
+                                       "faces-upper (from --init); speech (with --variant)."),
           steps: int = typer.Option(6000, help="Optimisation steps."),
           run: Optional[Path] = typer.Option(None, help="Run folder, resumed if it exists "
                                              "(default: runs/RECIPE)."),
@@ -456,16 +466,27 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
           crop: Optional[int] = typer.Option(None, help="Crop size for photos (default 128)."),
           seed: int = typer.Option(0),
           init: Optional[Path] = typer.Option(None, help="Start from this run's checkpoint "
-                                              "(photo-upper: the stage-1 run).")):
+                                              "(photo-upper: the stage-1 run)."),
+          variant: Optional[str] = typer.Option(None, help="speech only: down+aux (default), "
+                                                "aux-only or down-only.")):
     """Train a model (resumable; also runs under torchrun)."""
     from .recipes import train_recipe
     try:
+        if variant is not None and recipe != "speech":
+            raise UserError("--variant is for the speech recipe only")
+        if recipe == "speech":
+            from .speech import VARIANTS
+            variant = variant or VARIANTS[0]
+            if variant not in VARIANTS:
+                raise UserError(f"--variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+            if run is None:
+                run = Path("runs") / (f"speech-{variant}" + (f"-seed{seed}" if seed else ""))
         init_ck = ""
         if init is not None:
             init_ck = str(init / "ckpt.pt" if init.is_dir() else init)
             if not Path(init_ck).exists():
                 raise UserError(f"no checkpoint at {init_ck}")
-        opts = {k: v for k, v in dict(batch=batch, crop=crop).items() if v is not None}
+        opts = {k: v for k, v in dict(batch=batch, crop=crop, variant=variant).items() if v is not None}
         path = train_recipe(recipe, run or Path("runs") / recipe, steps, seed=seed, init=init_ck,
                             command=" ".join(["hvqc"] + sys.argv[1:]), **opts)
     except Exception as e:  # noqa: BLE001
@@ -490,7 +511,7 @@ def export(run: Path = typer.Argument(..., help="Run folder with ckpt.pt."),
 # ---- speech ------------------------------------------------------------------
 
 speech_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                         help="The speech path: data tools.")
+                         help="The speech path: WAV <-> .hvqc (model speech), data tools.")
 app.add_typer(speech_app, name="speech")
 
 
@@ -544,6 +565,85 @@ def speech_corpus(out_dir: Path = typer.Argument(..., help="Folder to create (ab
     seconds = sum(u["duration"] for s in ("train", "test") for u in index[s])
     typer.echo(f"{out_dir}: {len(index['train'])} train + {len(index['test'])} test utterances, "
                f"{seconds / 60:.1f} minutes of speech")
+
+
+WAV_SUFFIXES = {".wav", ".wave"}
+
+
+@speech_app.command("encode")
+def speech_encode(inputs: List[Path] = typer.Argument(..., help="WAV files or folders."),
+                  output: Optional[str] = typer.Option(None, "-o", "--output",
+                                                       help="Output file (one input) or folder."),
+                  model: str = typer.Option("speech", "--model", "-m",
+                                            help="Speech model: speech, speech-aux-only, "
+                                                 "speech-down-only (see `hvqc models`)."),
+                  level: Optional[int] = typer.Option(None, "--level", "-l",
+                                                      help="Finest level to transmit (1 = every "
+                                                           "20 ms, best quality)."),
+                  kbps: Optional[float] = typer.Option(None, "--kbps",
+                                                       help="Target rate: the finest level whose "
+                                                            "file is at or below it."),
+                  force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs.")):
+    """Compress WAV audio (mono or multi-channel, 8-48 kHz, PCM or float) into .hvqc files.
+
+    Channels are averaged to mono and resampled to 16 kHz for the model; the file keeps
+    the original rate and length, which decoding restores."""
+    try:
+        if level is not None and kbps is not None:
+            raise UserError("give --level or --kbps, not both")
+        if kbps is not None and not kbps > 0:
+            raise UserError("--kbps must be positive")
+        files, batch = _expand(inputs, WAV_SUFFIXES)
+        pairs = _plan(files, batch, output, ".hvqc", force)
+        from .zoo import load
+        lm = load(model)
+        if lm.modality != "speech":
+            raise UserError(f"model {lm.name!r} is an {lm.modality} model, not a speech model")
+        n = lm.model.num_levels
+        if level is not None and not 1 <= level <= n:
+            raise UserError(f"--level must be in 1..{n} for model {lm.name!r}, got {level}")
+        _make_folders(pairs)
+    except Exception as e:  # noqa: BLE001
+        _report(e)
+
+    def work(src: Path, dst: Path) -> None:
+        from .speech import compress_speech_file
+        res = compress_speech_file(src, lm, level=level, kbps=kbps)
+        if res.note:
+            typer.echo(f"hvqc: note: {src}: {res.note}", err=True)
+        _atomic_write(dst, lambda f: f.write(res.data))
+
+    _run(pairs, work, "encode")
+
+
+@speech_app.command("decode")
+def speech_decode(inputs: List[Path] = typer.Argument(..., help=".hvqc speech files or folders."),
+                  output: Optional[str] = typer.Option(None, "-o", "--output",
+                                                       help="Output WAV (one input) or folder."),
+                  level: Optional[int] = typer.Option(None, "--level", "-l",
+                                                      help="Decode a coarser level than the file's "
+                                                           "finest."),
+                  force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs.")):
+    """Decode .hvqc speech files to WAV (mono 16-bit, original rate and length)."""
+    try:
+        if level is not None and level < 1:
+            raise UserError(f"--level must be 1 or more, got {level}")
+        files, batch = _expand(inputs, {".hvqc"})
+        pairs = _plan(files, batch, output, ".wav", force)
+        for _, dst in pairs:
+            if dst.suffix.lower() not in WAV_SUFFIXES:
+                raise UserError(f"speech decode writes WAV: the output name must end in .wav, got {dst}")
+        _make_folders(pairs)
+    except Exception as e:  # noqa: BLE001
+        _report(e)
+
+    def work(src: Path, dst: Path) -> None:
+        from .audio import write_wav
+        from .speech import decompress_speech
+        y, sr = decompress_speech(src.read_bytes(), level=level)
+        _atomic_write(dst, lambda f: write_wav(f, y, sr))
+
+    _run(pairs, work, "decode")
 
 
 def _report(e: Exception) -> None:

@@ -17,8 +17,13 @@ def conv(dims: int, cin: int, cout: int, kernel: int = 3, stride: int = 1,
     """A 1-D or 2-D (transposed) convolution with "same"-style padding.
 
     Stride-2 layers use kernel 4 and padding 1, so each halves (or doubles) the
-    length of every spatial axis exactly.
+    length of every spatial axis exactly. ``stride=0`` is the resolution-keeping
+    stand-in for one of them (:class:`Encoder` with ``down=0``): kernel 4, stride 1,
+    "same" padding (one more sample after than before), the same parameters.
     """
+    if stride == 0:
+        cls = nn.Conv1d if dims == 1 else nn.Conv2d
+        return cls(cin, cout, 4, stride=1, padding="same")
     if transpose:
         cls = nn.ConvTranspose1d if dims == 1 else nn.ConvTranspose2d
         return cls(cin, cout, 4, stride=2, padding=1)
@@ -55,20 +60,23 @@ class Encoder(nn.Module):
         blocks: number of residual blocks after downsampling.
 
     Shapes: ``[B, cin, *S] -> [B, cout, *(S / 2**down)]``.
+
+    ``down=0`` keeps the resolution with the layers of ``down=1`` (its stride-2
+    convolution replaced by a stride-1 one of the same kernel, :func:`conv` with
+    ``stride=0``), so a level with and one without downsampling have the same
+    parameters (the speech study compares them at equal size).
     """
 
     def __init__(self, dims: int, cin: int, cout: int, hidden: int, down: int, blocks: int = 2):
         super().__init__()
         layers: list[nn.Module] = []
-        widths = [max(hidden // 2 ** (down - 1 - i), 32) if i < down - 1 else hidden
-                  for i in range(down)]
+        stages = max(down, 1)
+        widths = [max(hidden // 2 ** (stages - 1 - i), 32) if i < stages - 1 else hidden
+                  for i in range(stages)]
         c = cin
         for w in widths:
-            layers += [conv(dims, c, w, stride=2), nn.SiLU()]
+            layers += [conv(dims, c, w, stride=2 if down else 0), nn.SiLU()]
             c = w
-        if down == 0:
-            layers += [conv(dims, c, hidden, 3)]
-            c = hidden
         layers += [ResBlock(dims, c) for _ in range(blocks)]
         layers += [nn.SiLU(), conv(dims, c, cout, 1)]
         self.net = nn.Sequential(*layers)
@@ -78,17 +86,19 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Mirror of :class:`Encoder`: ``[B, cin, *S] -> [B, cout, *(S * 2**up)]``."""
+    """Mirror of :class:`Encoder`: ``[B, cin, *S] -> [B, cout, *(S * 2**up)]``
+    (``up=0``: the layers of ``up=1`` at stride 1, as for the encoder)."""
 
     def __init__(self, dims: int, cin: int, cout: int, hidden: int, up: int, blocks: int = 2):
         super().__init__()
         layers: list[nn.Module] = [conv(dims, cin, hidden, 3)]
         layers += [ResBlock(dims, hidden) for _ in range(blocks)]
-        widths = [max(hidden // 2 ** (i + 1), 32) if i < up - 1 else max(hidden // 2 ** up, 32)
-                  for i in range(up)]
+        stages = max(up, 1)
+        widths = [max(hidden // 2 ** (i + 1), 32) if i < stages - 1 else max(hidden // 2 ** stages, 32)
+                  for i in range(stages)]
         c = hidden
         for w in widths:
-            layers += [nn.SiLU(), conv(dims, c, w, transpose=True)]
+            layers += [nn.SiLU(), conv(dims, c, w, transpose=True) if up else conv(dims, c, w, stride=0)]
             c = w
         layers += [nn.SiLU(), conv(dims, c, cout, 3)]
         self.net = nn.Sequential(*layers)

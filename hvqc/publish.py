@@ -11,6 +11,16 @@ from .zoo import from_state, manifest, save_weights, weights_dir
 __all__ = ["publish"]
 
 
+def _wall_seconds(log: Path) -> int | None:
+    """Training seconds from the last line of a run's log (``... 1234s``; a resumed run
+    counts from its last start)."""
+    try:
+        last = log.read_text().strip().splitlines()[-1]
+        return int(last.rsplit(" ", 1)[-1].rstrip("s"))
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def publish(run: Path, name: str, description: str = "", force: bool = False) -> dict:
     """Write ``weights/<name>.safetensors`` from ``run/ckpt.pt`` and record it in the manifest.
 
@@ -28,6 +38,7 @@ def publish(run: Path, name: str, description: str = "", force: bool = False) ->
     digest = save_weights(model, path, meta.get("modality", "image"),
                           {"name": name, "step": ck["step"]}, half=True)
     cfg = model.config
+    speech = meta.get("modality") == "speech"
     man = manifest()
     old = man["models"].get(name, {})
     entry = {
@@ -35,14 +46,20 @@ def publish(run: Path, name: str, description: str = "", force: bool = False) ->
         "description": description or old.get("description", ""),
         "parameters": sum(p.numel() for p in model.parameters()),
         "levels": [{"level": i + 1, "stride": cfg.stride(i), "codes": lv.codes,
-                    "typical_bpp": None} for i, lv in enumerate(cfg.levels)],
+                    **({"frame_ms": 10 * cfg.stride(i), "typical_bps": None} if speech
+                       else {"typical_bpp": None})} for i, lv in enumerate(cfg.levels)],
         "training": {"steps": ck["step"], "settings": ck.get("settings", {}), **meta},
     }
+    seconds = _wall_seconds(Path(run) / "log.txt")
+    if seconds is not None:
+        entry["training"]["wall_seconds"] = seconds
     for key in ("stream", "sample_size"):          # coding defaults the recipe chose
         if key in meta or key in old:
             entry[key] = meta.get(key, old.get(key))
     for lv_old, lv in zip(old.get("levels", []), entry["levels"]):
-        lv["typical_bpp"] = lv_old.get("typical_bpp")
+        for key in ("typical_bpp", "typical_bps"):
+            if key in lv:
+                lv[key] = lv_old.get(key)
     man["models"][name] = entry
     (out_dir / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
     return entry

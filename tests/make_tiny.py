@@ -6,6 +6,8 @@ run in seconds and the golden bitstreams do not depend on the shipped models.
 - ``tiny``: RGB, 3 levels at strides 4/8/16, split streams (like ``photo``).
 - ``tiny-gray``: gray, 3 levels halving down to a 1x1 top for 8x8 inputs, joint
   stream by default (like ``mnist``).
+- ``tiny-speech``: speech (1-D, 80 log-mel channels), 3 levels every 20/40/80 ms
+  (like ``speech``).
 
 Run: python tests/make_tiny.py [NAME ...]  (default: all; a change to a model's
 output changes the golden files; safetensors metadata order is not reproducible,
@@ -36,8 +38,15 @@ def tiny_gray_config() -> HierarchyConfig:
     return HierarchyConfig(dims=2, channels=1, levels=levels)
 
 
+def tiny_speech_config() -> HierarchyConfig:
+    return HierarchyConfig(dims=1, channels=80, levels=[
+        LevelSpec(codes=32, dim=8, hidden=16, down=1, blocks=1, prior_hidden=16, prior_blocks=1)
+        for _ in range(3)])
+
+
 MODELS = {"tiny": (tiny_config, {}),
-          "tiny-gray": (tiny_gray_config, {"stream": "joint", "sample_size": [8, 8]})}
+          "tiny-gray": (tiny_gray_config, {"stream": "joint", "sample_size": [8, 8]}),
+          "tiny-speech": (tiny_speech_config, {"modality": "speech"})}
 
 
 if __name__ == "__main__":
@@ -47,12 +56,14 @@ if __name__ == "__main__":
     man = json.loads(path.read_text()) if path.exists() else {"models": {}}
     for name in sys.argv[1:] or MODELS:
         make, extra = MODELS[name]
+        extra = dict(extra)
+        modality = extra.pop("modality", "image")
         torch.manual_seed(0)
         model = HierarchicalVQVAE(make()).eval()
-        digest = save_weights(model, out / f"{name}.safetensors", "image", {"name": name}, half=True)
+        digest = save_weights(model, out / f"{name}.safetensors", modality, {"name": name}, half=True)
         cfg = model.config
         man["models"][name] = {
-            "file": f"{name}.safetensors", "sha256": digest, "modality": "image",
+            "file": f"{name}.safetensors", "sha256": digest, "modality": modality,
             "description": "untrained test model (random weights, seed 0)", **extra,
             "levels": [{"level": i + 1, "stride": cfg.stride(i), "codes": lv.codes, "typical_bpp": None}
                        for i, lv in enumerate(cfg.levels)]}

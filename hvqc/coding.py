@@ -1,0 +1,191 @@
+"""Model-agnostic coding: code indices <-> entropy-coded segments, and files cut by level.
+
+``encode``/``decode`` (signal <-> indices) belong to the model; this module does
+``compress``/``decompress`` (indices <-> bytes) for any modality. The image path
+(:mod:`hvqc.codec`) and the speech path (:mod:`hvqc.speech`) wrap it and never
+import each other.
+
+A file is scalable: the top level's codes come first, coded under the
+unconditional prior, then each lower level as a refinement coded under its prior
+conditioned on the prediction from the level above. Dropping the lower levels
+(:func:`hvqc.bitstream.truncate`) leaves a file that decodes to a coarser signal.
+A *joint* file codes all its levels into one stream instead, which saves up to 32
+bits of coder flush per level (it matters for tiny images, such as 32x32 digits);
+it can still be cut, but only by re-coding with the model (:func:`recode`).
+
+Everything that feeds the coder (predictions from upper levels, prior logits) runs
+in float64 and reaches the coder as integer tables (:mod:`hvqc.entropy`), so
+encoder and decoder agree bit for bit across thread counts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from . import bitstream, entropy
+from .zoo import LoadedModel, ModelError, load
+
+__all__ = ["CompressResult", "compress_codes", "decompress_codes", "level_shapes", "default_joint",
+           "padded_size", "read_codes", "recode", "model_for"]
+
+
+@dataclass
+class CompressResult:
+    """A coded file and what went into it.
+
+    Attributes:
+        data: the whole ``.hvqc`` file.
+        levels: level numbers present, top first (1 = finest).
+        payload_bytes: bytes of each level's segment, in ``levels`` order (a joint
+            file has one segment).
+        estimated_bits: ``-log2 p`` of each level's codes under the prior.
+    """
+
+    data: bytes
+    levels: tuple[int, ...]
+    payload_bytes: list[int]
+    estimated_bits: list[float]
+
+
+def _rows(logits: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """``[1, K, *S]`` logits at ``mask`` positions -> ``[n, K]`` float64 numpy (row-major order)."""
+    return logits[0][:, mask].t().double().numpy()
+
+
+@torch.no_grad()
+def _cond(lm: LoadedModel, level: int, upper: torch.Tensor | None) -> torch.Tensor | None:
+    return None if upper is None else lm.model64.predict(level + 1, upper, torch.float64)
+
+
+@torch.no_grad()
+def compress_codes(lm: LoadedModel, codes: list[torch.Tensor], lowest: int,
+                   joint: bool = False) -> tuple[list[bytes], list[float]]:
+    """Entropy-code levels ``top .. lowest`` (0-based) of one item; ``codes[l]`` is ``[1, *S_l]``.
+
+    Returns the segments (one per level, top first; a single one if ``joint``) and
+    the ideal bits of each level, top first.
+    """
+    m, segs, bits = lm.model64, [], []
+    shared = entropy.Encoder() if joint else None
+    for l in range(m.num_levels - 1, lowest - 1, -1):
+        prior = m.levels[l].prior
+        cond = _cond(lm, l, codes[l + 1] if l + 1 < m.num_levels else None)
+        enc, b = shared or entropy.Encoder(), 0.0
+        for mask, logits in prior.group_logits(codes[l], cond):
+            pmf = entropy.pmf_from_logits(_rows(logits, mask))
+            sym = codes[l][0][mask].numpy()
+            enc.encode(sym, pmf)
+            b += entropy.cost_bits(sym, pmf)
+        if not joint:
+            segs.append(enc.finish())
+        bits.append(b)
+    if joint:
+        segs.append(shared.finish())
+    return segs, bits
+
+
+@torch.no_grad()
+def decompress_codes(lm: LoadedModel, segments: list[bytes], shapes: list[tuple[int, ...]],
+                     count: int | None = None, joint: bool = False,
+                     exact: bool = True) -> list[torch.Tensor]:
+    """Inverse of :func:`compress_codes`: segments top first; ``shapes[l]`` is level ``l``'s grid.
+
+    Args:
+        count: levels to decode, top down (default: one per segment). A joint stream
+            holding more levels than ``count`` is read only as far as needed.
+        joint: ``segments`` is a single stream holding every level.
+        exact: check that a joint stream ends after the ``count`` levels (each split
+            segment is always checked).
+
+    Returns the codes of the decoded levels, top level first.
+    """
+    m, out, upper = lm.model64, [], None
+    top = m.num_levels - 1
+    count = len(segments) if count is None else count
+    shared = entropy.Decoder(segments[0]) if joint else None
+    for i in range(count):
+        l = top - i
+        prior = m.levels[l].prior
+        cond = _cond(lm, l, upper)
+        idx = torch.zeros((1, *shapes[l]), dtype=torch.long)
+        known = torch.zeros(shapes[l], dtype=torch.bool)
+        dec = shared or entropy.Decoder(segments[i])
+        for mask in prior.masks(shapes[l]):
+            pmf = entropy.pmf_from_logits(_rows(prior.logits(idx, known, cond), mask))
+            idx[0][mask] = torch.from_numpy(dec.decode(pmf))
+            known = known | mask
+        if not joint:
+            dec.finish()
+        out.append(idx)
+        upper = idx
+    if joint and exact:
+        shared.finish()
+    return out
+
+
+def level_shapes(lm: LoadedModel, size: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Latent grid of every level for a signal of ``size`` (already padded)."""
+    cfg = lm.model.config
+    return [tuple(s // cfg.stride(l) for s in size) for l in range(len(cfg.levels))]
+
+
+def default_joint(lm: LoadedModel) -> bool:
+    """Whether a model's files are joint by default (its manifest's ``"stream": "joint"``)."""
+    return lm.info.get("stream", "split") == "joint"
+
+
+def padded_size(lm: LoadedModel, h: bitstream.Header) -> tuple[int, ...]:
+    """The signal size the model coded, padded to its top stride: ``(frames,)`` for
+    speech (``width`` frames), ``(height, width)`` for images."""
+    stride = lm.model.config.stride(lm.model.num_levels - 1)
+    if h.modality == 1:
+        return (-(-h.width // stride) * stride,)
+    return -(-h.height // stride) * stride, -(-h.width // stride) * stride
+
+
+def read_codes(lm: LoadedModel, c: bitstream.Container, count: int) -> list[torch.Tensor]:
+    """The codes of the top ``count`` levels of a container, top first."""
+    h = c.header
+    segs = list(c.segments) if h.joint else list(c.segments[:count])
+    try:
+        return decompress_codes(lm, segs, level_shapes(lm, padded_size(lm, h)), count, h.joint,
+                                exact=count == len(h.levels))
+    except entropy.CoderError as e:
+        raise bitstream.FormatError(str(e)) from None
+
+
+@torch.no_grad()
+def recode(data: bytes, level: int, lm: LoadedModel | None = None) -> bytes:
+    """Cut any file (split or joint) down to ``level`` as its own layout: split files
+    are cut without the model (:func:`hvqc.bitstream.truncate`); joint files are
+    decoded to codes and re-coded, giving the same bytes as encoding at ``level``."""
+    c = bitstream.read(data)
+    h = c.header
+    if not h.joint:
+        return bitstream.truncate(data, level)
+    if level not in h.levels:
+        raise bitstream.FormatError(f"cannot truncate to level {level}: file holds levels "
+                                    f"{', '.join(map(str, h.levels))}")
+    lm = model_for(h, lm)
+    count = h.levels.index(level) + 1
+    top = lm.model.num_levels - 1
+    codes = dict(zip(range(top, top - count, -1), read_codes(lm, c, count)))
+    segs, _ = compress_codes(lm, [codes.get(l) for l in range(top + 1)], level - 1, joint=True)
+    header = replace(h, levels=h.levels[:count])
+    return bitstream.write(bitstream.Container(header, tuple(segs), c.extras))
+
+
+def model_for(header: bitstream.Header, lm: LoadedModel | None = None) -> LoadedModel:
+    """The installed model a file names, checked against the file's weights hash."""
+    lm = lm or load(header.model)
+    if lm.name != header.model or lm.hash_prefix != header.weights_hash:
+        raise ModelError(f"file was coded with model {header.model}@{header.weights_hash.hex()} but "
+                         f"the installed one is {lm.name}@{lm.hash_prefix.hex()}")
+    if lm.model.num_levels != header.num_levels:
+        raise ModelError(f"file expects {header.num_levels} levels, model {lm.name!r} has "
+                         f"{lm.model.num_levels}")
+    return lm
+
+
