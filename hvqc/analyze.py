@@ -12,7 +12,8 @@ Measures, per layer (``L{l}.block{j}``, ``L{l}.latent``, ``L{l}.quantized``,
 * ``{label}_pwcca``: PWCCA with one-hot labels (10 label-stratified folds, 3 trials,
   eps chosen on held-out folds), label = ``phone``, ``word`` or ``class``;
 * ``mel_pwcca`` (speech): PWCCA with the log-mel features of the same segments;
-* ``prev_pwcca``: PWCCA with the previous layer (same segments; one trial);
+* ``prev_pwcca``: PWCCA with the previous layer (on the first label kind's items,
+  phones for speech; one trial);
 * ``{label}_mi``: ``I(units; labels) / H(labels)`` with a shuffled-label baseline;
   units are k-means clusters (fitted on training items, the same cluster count at
   every layer) or, for ``.codes`` layers, the code indices themselves.
@@ -323,7 +324,7 @@ def analyze_model(lm, settings: Settings, progress: bool = True) -> dict:
                 if v.mel is not None:
                     s["mel_pwcca"] = _pw(cca.pwcca_cv(x, v.mel[keep], labels, settings.folds,
                                                       settings.trials, seed=settings.seed))
-                if prev is not None and ":" not in name:
+                if prev is not None and ":" not in name and kind == next(iter(views)):
                     s["prev_pwcca"] = _pw(cca.pwcca_cv(x, v.layers[prev][keep], labels, settings.folds,
                                                        1, seed=settings.seed))
                     s["prev_pwcca"]["previous"] = prev
@@ -442,15 +443,41 @@ def _save(fig, path: Path, write) -> None:
     plt.close(fig)
 
 
+def _fmt(entry: dict | None) -> str:
+    v, b = score_of(entry)
+    if v is None:
+        return ""
+    return f"{v:.3f}" if b is None else f"{v:.3f} ({b:.3f})"
+
+
+def summary_md(doc: dict) -> str:
+    """One markdown table per model: every measure per layer (MI: shuffled-label baseline
+    in brackets)."""
+    lines = []
+    for name, res in doc["models"].items():
+        ms = measures_of(res)
+        items = ", ".join(f"{k}: {v['items']} items, {v['classes']} classes"
+                          for k, v in res["items"].items())
+        lines += [f"### {name}", "", f"{res['modality']} model; {items}", "",
+                  "| layer | step | " + " | ".join(ms) + " |", "|---|---|" + "---|" * len(ms)]
+        for lay in res["layers"]:
+            step = f"{lay['step_ms']:g} ms" if "step_ms" in lay else f"/{lay['stride']}"
+            lines.append(f"| {lay['name']} | {step} | "
+                         + " | ".join(_fmt(res["scores"][lay["name"]].get(m)) for m in ms) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def write_outputs(doc: dict, out: Path, write=None) -> list[Path]:
-    """``analysis.json``, one PNG per model and ``compare.png`` for several models."""
+    """``analysis.json``, ``summary.md``, one PNG per model and ``compare.png`` for
+    several models."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "analysis.json"]
-    text = json.dumps(doc, indent=1) + "\n"
-    if write is None:
-        paths[0].write_text(text)
-    else:
-        write(paths[0], lambda f: f.write(text.encode()))
+    paths = [out / "analysis.json", out / "summary.md"]
+    for p, text in zip(paths, [json.dumps(doc, indent=1) + "\n", summary_md(doc)]):
+        if write is None:
+            p.write_text(text)
+        else:
+            write(p, lambda f, text=text: f.write(text.encode()))
     for name, res in doc["models"].items():
         p = out / f"{name}.png"
         plot_model(name, res, p, write)

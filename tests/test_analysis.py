@@ -191,3 +191,26 @@ def test_rates():
     assert estimated_bits([0.5, 0.25, 1.0]) == pytest.approx(3.0)
     with pytest.raises(ValueError):
         estimated_bits([0.0])
+
+
+def test_speech_analysis_on_a_tiny_corpus(tmp_path):
+    from hvqc import corpus
+    from hvqc.analyze import Settings, analyze_model, load_model
+    if not corpus.available_voices():
+        pytest.skip("espeak-ng voices not available: no corpus can be synthesized")
+    corpus.make_corpus(tmp_path / "c", 2, 10, seed=1)
+    lm = load_model("tiny-speech")
+    res = analyze_model(lm, Settings(labels=["phones"], items=11, fit_items=1, trials=1, clusters=8,
+                                     layers=["L1.latent", "L3.codes"], corpus=str(tmp_path / "c")),
+                        progress=False)
+    names = [lay["name"] for lay in res["layers"]]
+    assert names == ["input", "L1.latent", "L3.codes", "L1.latent:drop2"]
+    steps = {lay["name"]: lay["step_ms"] for lay in res["layers"]}
+    assert steps == {"input": 10, "L1.latent": 20, "L3.codes": 80, "L1.latent:drop2": 40}
+    assert res["data"]["from_test"] == 10 and res["data"]["from_train"] == 1
+    s = res["scores"]
+    assert s["input"]["mel_pwcca"]["pwcca"] > 0.99          # the input against itself
+    assert set(s["L1.latent"]) == {"phone_pwcca", "mel_pwcca", "prev_pwcca", "phone_mi"}
+    assert set(s["L3.codes"]) == {"phone_mi"} and s["L3.codes"]["phone_mi"]["units_from"] == "codes"
+    # every layer scores the same phone segments
+    assert len({v["phone_mi"]["items"] for v in s.values()}) == 1

@@ -162,7 +162,11 @@ def heldout_pwcca(fit: CCAFit, x: np.ndarray, y: np.ndarray) -> tuple[float, flo
     hx, hy = fit.transform(np.asarray(x, np.float64), np.asarray(y, np.float64))
     rho = _corr_cols(hx, hy)
     xc = (x - x.mean(0))[:, fit.keep_x]
-    q, _ = np.linalg.qr(hx - hx.mean(0))
+    h = hx - hx.mean(0)
+    if len(h) >= h.shape[1]:
+        q, _ = np.linalg.qr(h)
+    else:       # fewer items than directions: no orthonormal basis of them all; unit columns
+        q = h / np.maximum(np.linalg.norm(h, axis=0), 1e-300)
     w = np.abs(q.T @ xc).sum(1)
     if w.sum() <= 0:
         return 0.0, float(rho.mean()) if len(rho) else 0.0

@@ -1,0 +1,144 @@
+"""The seed study's table: per-layer scores of ``hvqc analyze`` results, mean and spread
+over training seeds, one block per model variant.
+
+Reads any number of ``analysis.json`` files written by ``hvqc analyze``; a model named
+``NAME-seedK`` (a run folder of that name) counts as seed K of variant ``NAME``, any
+other name as seed 0 of itself. Writes a markdown table (``-o``, default stdout) and,
+with ``--plot``, one panel per measure with the variants' seed means overlaid
+(error bars: the spread over seeds).
+
+    python bench/analysis_study.py bench/results/analysis/speech/analysis.json \\
+        runs/analysis-seeds/*/analysis.json -o bench/results/analysis/speech/study.md \\
+        --plot bench/results/analysis/speech/study.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+MEASURES = ("phone_pwcca", "word_pwcca", "phone_mi", "word_mi", "class_pwcca", "class_mi", "mel_pwcca")
+SEED = re.compile(r"^(.*)-seed(\d+)$")
+
+
+def _value(entry):
+    if not entry:
+        return None, None
+    if "pwcca" in entry:
+        return entry["pwcca"], None
+    return entry["nmi"], entry["baseline"]
+
+
+def gather(paths: list[Path]) -> dict:
+    """``{variant: {"seeds": [...], "layers": [...], "steps": {layer: ms},
+    "scores": {layer: {measure: [(value, baseline) per seed]}}}}``."""
+    out: dict = {}
+    for p in paths:
+        doc = json.loads(Path(p).read_text())
+        for name, res in doc["models"].items():
+            m = SEED.match(name)
+            variant, seed = (m.group(1), int(m.group(2))) if m else (name, 0)
+            v = out.setdefault(variant, {"seeds": [], "layers": [], "steps": {},
+                                         "scores": defaultdict(lambda: defaultdict(list))})
+            if seed in v["seeds"]:
+                continue
+            v["seeds"].append(seed)
+            for lay in res["layers"]:
+                n = lay["name"]
+                if n not in v["layers"]:
+                    v["layers"].append(n)
+                v["steps"][n] = lay.get("step_ms")
+                for meas, entry in res["scores"][n].items():
+                    v["scores"][n][meas].append(_value(entry))
+    return out
+
+
+def _cell(vals) -> str:
+    if not vals:
+        return ""
+    x = np.array([v for v, _ in vals], float)
+    b = [bb for _, bb in vals if bb is not None]
+    s = f"{x.mean():.3f}"
+    if len(x) > 1:
+        s += f" ± {x.std(ddof=1):.3f}"
+    if b:
+        s += f" ({np.mean(b):.3f})"
+    return s
+
+
+def table(data: dict, measures=MEASURES) -> str:
+    lines = []
+    for variant, v in data.items():
+        ms = [m for m in measures if any(m in v["scores"][n] for n in v["layers"])]
+        seeds = ", ".join(map(str, sorted(v["seeds"])))
+        lines += [f"**{variant}** (seeds {seeds}; mean ± sd over seeds; MI: shuffled-label "
+                  f"baseline in brackets)", "",
+                  "| layer | step | " + " | ".join(ms) + " |", "|---|---|" + "---|" * len(ms)]
+        for n in v["layers"]:
+            step = v["steps"].get(n)
+            lines.append(f"| {n} | {'' if step is None else f'{step:g} ms'} | "
+                         + " | ".join(_cell(v["scores"][n].get(m)) for m in ms) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(data: dict, path: Path, measures=("phone_pwcca", "word_pwcca", "phone_mi", "word_mi")) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    xs: list[str] = []
+    for v in data.values():
+        xs += [n for n in v["layers"] if n not in xs and ":" not in n]
+    ms = [m for m in measures if any(m in v["scores"][n] for v in data.values() for n in v["layers"])]
+    fig, axes = plt.subplots(1, len(ms), figsize=(4.6 * len(ms), 3.8), squeeze=False)
+    for ax, m in zip(axes[0], ms):
+        for j, (variant, v) in enumerate(data.items()):
+            mean, sd, base = [], [], []
+            for n in xs:
+                vals = v["scores"].get(n, {}).get(m) if n in v["scores"] else None
+                if vals:
+                    a = np.array([x for x, _ in vals], float)
+                    mean.append(a.mean())
+                    sd.append(a.std(ddof=1) if len(a) > 1 else 0.0)
+                    bs = [b for _, b in vals if b is not None]
+                    base.append(np.mean(bs) if bs else np.nan)
+                else:
+                    mean.append(np.nan)
+                    sd.append(0.0)
+                    base.append(np.nan)
+            ax.errorbar(range(len(xs)), mean, yerr=sd, fmt="o-", ms=3, color=f"C{j}", label=variant,
+                        capsize=2)
+            if not np.all(np.isnan(base)):
+                ax.plot(range(len(xs)), base, ":", color=f"C{j}", lw=1)
+        ax.set_title(m, fontsize=9)
+        ax.set_xticks(range(len(xs)), xs, rotation=60, ha="right", fontsize=6)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", nargs="+", type=Path, help="analysis.json files")
+    ap.add_argument("-o", "--output", type=Path, help="markdown table (default: stdout)")
+    ap.add_argument("--plot", type=Path, help="PNG of the variants' seed means")
+    args = ap.parse_args(argv)
+    data = gather(args.results)
+    text = table(data)
+    if args.output:
+        args.output.write_text(text + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+    if args.plot:
+        plot(data, args.plot)
+
+
+if __name__ == "__main__":
+    main()
