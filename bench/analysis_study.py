@@ -7,9 +7,12 @@ other name as seed 0 of itself. Writes a markdown table (``-o``, default stdout)
 with ``--plot``, one panel per measure with the variants' seed means overlaid
 (error bars: the spread over seeds).
 
-    python bench/analysis_study.py bench/results/analysis/speech/analysis.json \\
-        runs/analysis-seeds/*/analysis.json -o bench/results/analysis/speech/study.md \\
-        --plot bench/results/analysis/speech/study.png
+    python bench/analysis_study.py runs/analysis/*/analysis.json \\
+        --rename speech-down+aux=speech --merge bench/results/analysis/speech \\
+        -o bench/results/analysis/speech/study.md --plot bench/results/analysis/speech/study.png
+
+``--merge`` writes the seed-0 models (names without ``-seedK``) as one ``hvqc analyze``
+result folder (``analysis.json``, ``summary.md``, a PNG per model, ``compare.png``).
 """
 from __future__ import annotations
 
@@ -34,14 +37,29 @@ def _value(entry):
     return entry["nmi"], entry["baseline"]
 
 
-def gather(paths: list[Path]) -> dict:
+def merge(paths: list[Path], rename: dict) -> dict:
+    """One ``hvqc analyze`` document holding the models of several (renamed)."""
+    doc = None
+    for p in paths:
+        d = json.loads(Path(p).read_text())
+        if doc is None:
+            doc = {**d, "models": {}}
+        for name, res in d["models"].items():
+            doc["models"][rename.get(name, name)] = res
+    return doc
+
+
+def gather(paths: list[Path], rename: dict | None = None) -> dict:
     """``{variant: {"seeds": [...], "layers": [...], "steps": {layer: ms},
     "scores": {layer: {measure: [(value, baseline) per seed]}}}}``."""
     out: dict = {}
     for p in paths:
         doc = json.loads(Path(p).read_text())
         for name, res in doc["models"].items():
+            name = (rename or {}).get(name, name)
             m = SEED.match(name)
+            if m and m.group(1) in (rename or {}):
+                m = SEED.match(f"{rename[m.group(1)]}-seed{m.group(2)}")
             variant, seed = (m.group(1), int(m.group(2))) if m else (name, 0)
             v = out.setdefault(variant, {"seeds": [], "layers": [], "steps": {},
                                          "scores": defaultdict(lambda: defaultdict(list))})
@@ -111,10 +129,12 @@ def plot(data: dict, path: Path, measures=("phone_pwcca", "word_pwcca", "phone_m
                     mean.append(np.nan)
                     sd.append(0.0)
                     base.append(np.nan)
-            ax.errorbar(range(len(xs)), mean, yerr=sd, fmt="o-", ms=3, color=f"C{j}", label=variant,
-                        capsize=2)
-            if not np.all(np.isnan(base)):
-                ax.plot(range(len(xs)), base, ":", color=f"C{j}", lw=1)
+            ok = [i for i, v in enumerate(mean) if np.isfinite(v)]
+            ax.errorbar(ok, [mean[i] for i in ok], yerr=[sd[i] for i in ok], fmt="o-", ms=3,
+                        color=f"C{j}", label=variant, capsize=2)
+            okb = [i for i, v in enumerate(base) if np.isfinite(v)]
+            if okb:
+                ax.plot(okb, [base[i] for i in okb], ":", color=f"C{j}", lw=1)
         ax.set_title(m, fontsize=9)
         ax.set_xticks(range(len(xs)), xs, rotation=60, ha="right", fontsize=6)
         ax.grid(alpha=0.3)
@@ -129,8 +149,19 @@ def main(argv=None) -> None:
     ap.add_argument("results", nargs="+", type=Path, help="analysis.json files")
     ap.add_argument("-o", "--output", type=Path, help="markdown table (default: stdout)")
     ap.add_argument("--plot", type=Path, help="PNG of the variants' seed means")
+    ap.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
+                    help="report model OLD (and OLD-seedK) as NEW")
+    ap.add_argument("--merge", type=Path, metavar="DIR",
+                    help="also write the models as one hvqc analyze result folder (JSON, PNGs)")
     args = ap.parse_args(argv)
-    data = gather(args.results)
+    rename = dict(r.split("=", 1) for r in args.rename)
+    data = gather(args.results, rename)
+    if args.merge:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from hvqc.analyze import write_outputs
+        seed0 = [p for p in args.results
+                 if not any(SEED.match(n) for n in json.loads(Path(p).read_text())["models"])]
+        write_outputs(merge(seed0, rename), args.merge)
     text = table(data)
     if args.output:
         args.output.write_text(text + "\n")

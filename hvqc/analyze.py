@@ -374,6 +374,13 @@ def _xlayers(res: dict) -> list[str]:
     return [lay["name"] for lay in res["layers"] if "control_of" not in lay]
 
 
+def _line(ax, ys, fmt, **kw) -> None:
+    """Plot the points that exist, joined across the layers a measure skips."""
+    pts = [(i, y) for i, y in enumerate(ys) if y is not None and np.isfinite(y)]
+    if pts:
+        ax.plot([i for i, _ in pts], [y for _, y in pts], fmt, **kw)
+
+
 def plot_model(name: str, res: dict, path: Path, write=None) -> None:
     """Score per layer, one line per measure (MI baselines dashed, controls as crosses)."""
     import matplotlib
@@ -385,9 +392,8 @@ def plot_model(name: str, res: dict, path: Path, write=None) -> None:
         c = f"C{i}"
         ys = [score_of(res["scores"][n].get(m))[0] for n in xs]
         bs = [score_of(res["scores"][n].get(m))[1] for n in xs]
-        ax.plot(range(len(xs)), [np.nan if y is None else y for y in ys], "o-", color=c, label=m, ms=4)
-        if any(b is not None for b in bs):
-            ax.plot(range(len(xs)), [np.nan if b is None else b for b in bs], ":", color=c, lw=1)
+        _line(ax, ys, "o-", color=c, label=m, ms=4)
+        _line(ax, bs, ":", color=c, lw=1)
         for lay in res["layers"]:
             if "control_of" in lay and lay["control_of"] in xs:
                 y = score_of(res["scores"][lay["name"]].get(m))[0]
@@ -420,10 +426,8 @@ def plot_compare(doc: dict, path: Path, write=None) -> None:
         for j, (name, res) in enumerate(models.items()):
             ys = [score_of(res["scores"].get(n, {}).get(m))[0] for n in xs]
             bs = [score_of(res["scores"].get(n, {}).get(m))[1] for n in xs]
-            ax.plot(range(len(xs)), [np.nan if y is None else y for y in ys], "o-", color=f"C{j}",
-                    label=name, ms=3)
-            if any(b is not None for b in bs):
-                ax.plot(range(len(xs)), [np.nan if b is None else b for b in bs], ":", color=f"C{j}", lw=1)
+            _line(ax, ys, "o-", color=f"C{j}", label=name, ms=3)
+            _line(ax, bs, ":", color=f"C{j}", lw=1)
         ax.set_title(m, fontsize=9)
         ax.set_xticks(range(len(xs)), xs, rotation=60, ha="right", fontsize=6)
         ax.grid(alpha=0.3)
