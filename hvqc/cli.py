@@ -457,8 +457,9 @@ def models():
 
 @app.command()
 def train(recipe: str = typer.Argument("photo", help="Which model to train: photo, mnist, faces, "
-                                       "or their second stages photo-upper, mnist-upper, "
-                                       "faces-upper (from --init); speech (with --variant)."),
+                                       "their second stages photo-upper, mnist-upper, faces-upper and "
+                                       "third stages photo-priors, mnist-priors, faces-priors "
+                                       "(from --init); speech (with --variant)."),
           steps: int = typer.Option(6000, help="Optimisation steps."),
           run: Optional[Path] = typer.Option(None, help="Run folder, resumed if it exists "
                                              "(default: runs/RECIPE)."),
@@ -466,7 +467,7 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
           crop: Optional[int] = typer.Option(None, help="Crop size for photos (default 128)."),
           seed: int = typer.Option(0),
           init: Optional[Path] = typer.Option(None, help="Start from this run's checkpoint "
-                                              "(photo-upper: the stage-1 run)."),
+                                              "(X-upper: the stage-1 run; X-priors: the stage-2 run)."),
           variant: Optional[str] = typer.Option(None, help="speech only: down+aux (default), "
                                                 "aux-only or down-only.")):
     """Train a model (resumable; also runs under torchrun)."""

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -40,12 +41,21 @@ def mse_distortion(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(x_hat, x)
 
 
-def _stage2(settings: TrainSettings) -> None:
-    """Stage 2: freeze level 0 and train the levels above through the pixels they
-    decode to, at the low temperature where stage 1 ended."""
-    settings.signal_weight, settings.freeze_levels = 1.0, 1
-    settings.tau_start = settings.tau_end = 0.1
-    settings.lr = 1e-4
+def _stage(settings: TrainSettings, stage: str) -> None:
+    """Adjust the settings for a stage: ``all`` (stage 1, every level); ``upper``
+    (stage 2: freeze level 0 and train the levels above through the pixels they decode
+    to, at the low temperature where stage 1 ended); ``priors`` (stage 3: the codes of
+    the finished model stay fixed and only the priors learn them)."""
+    if stage == "upper":
+        settings.signal_weight, settings.freeze_levels = 1.0, 1
+        settings.tau_start = settings.tau_end = 0.1
+        settings.lr = 1e-4
+    elif stage == "priors":
+        settings.priors_only = True
+        settings.tau_start = settings.tau_end = 0.1
+        settings.lr = 5e-4
+    elif stage != "all":
+        raise ValueError(f"unknown stage {stage!r}")
 
 
 def _rank() -> int:
@@ -54,41 +64,33 @@ def _rank() -> int:
 
 def train_photo(run_dir: Path, steps: int, batch: int = 8, crop: int = 128, seed: int = 0,
                 progress: bool = True, command: str = "", init: str = "",
-                upper: bool = False) -> Path:
-    """The photo model. Stage 1 trains every level; ``upper`` (stage 2, from ``init``)
-    freezes level 0 and trains the levels above with a loss on the pixels they decode
-    to through the levels below, at the low temperature where stage 1 ended."""
+                stage: str = "all") -> Path:
+    """The photo model, in the stages of :func:`_stage` (2 and 3 start from ``init``)."""
     folders = [require(f) for f in PHOTO_FOLDERS]
     sampler = CropSampler(folders, crop, seed + 1000 * _rank())
     meta = {"data": ", ".join(PHOTO_FOLDERS), "images": len(sampler), "crop": crop,
             "batch": batch, "command": command}
     settings = TrainSettings(steps=steps, seed=seed, init=init)
-    if upper:
-        _stage2(settings)
+    _stage(settings, stage)
     return train(photo_config(), lambda step: sampler.sample(batch), photo_distortion, run_dir,
                  settings, meta, progress)
 
 
-def train_photo_upper(run_dir: Path, steps: int, **kw) -> Path:
-    return train_photo(run_dir, steps, upper=True, **kw)
-
-
 def train_mnist(run_dir: Path, steps: int, batch: int = 64, crop: int | None = None, seed: int = 0,
-                progress: bool = True, command: str = "", init: str = "", upper: bool = False) -> Path:
+                progress: bool = True, command: str = "", init: str = "", stage: str = "all") -> Path:
     """HQA's digits model on the 60,000 MNIST training digits at 32x32, MSE loss."""
     data, _ = mnist("train")
     sampler = TensorSampler(data, seed + 1000 * _rank())
     meta = {"data": "mnist train (60,000 digits, resized to 32x32)", "images": len(sampler),
             "batch": batch, "command": command, "stream": "joint", "sample_size": [32, 32]}
     settings = TrainSettings(steps=steps, seed=seed, init=init, ckpt_every=500)
-    if upper:
-        _stage2(settings)
+    _stage(settings, stage)
     return train(mnist_config(), lambda step: sampler.sample(batch), mse_distortion, run_dir,
                  settings, meta, progress)
 
 
 def train_faces(run_dir: Path, steps: int, batch: int = 32, crop: int | None = None, seed: int = 0,
-                progress: bool = True, command: str = "", init: str = "", upper: bool = False) -> Path:
+                progress: bool = True, command: str = "", init: str = "", stage: str = "all") -> Path:
     """CelebA faces (64x64 centre crops, flips), SSIM + MSE loss."""
     data = celeba("train")
     sampler = TensorSampler(data, seed + 1000 * _rank(), flip=True)
@@ -96,8 +98,7 @@ def train_faces(run_dir: Path, steps: int, batch: int = 32, crop: int | None = N
                     "004501-005000 held out", "images": len(sampler), "batch": batch, "command": command,
             "stream": "joint", "sample_size": [64, 64]}
     settings = TrainSettings(steps=steps, seed=seed, init=init, ckpt_every=500)
-    if upper:
-        _stage2(settings)
+    _stage(settings, stage)
     return train(faces_config(), lambda step: sampler.sample(batch), faces_distortion, run_dir,
                  settings, meta, progress)
 
@@ -143,10 +144,11 @@ def train_speech(run_dir: Path, steps: int, variant: str = "down+aux", batch: in
                  run_dir, settings, meta, progress)
 
 
-RECIPES = {"speech": train_speech,
-           "photo": train_photo, "photo-upper": train_photo_upper,
-           "mnist": train_mnist, "mnist-upper": lambda run, steps, **kw: train_mnist(run, steps, upper=True, **kw),
-           "faces": train_faces, "faces-upper": lambda run, steps, **kw: train_faces(run, steps, upper=True, **kw)}
+RECIPES = {"speech": train_speech}
+for _name, _fn in (("photo", train_photo), ("mnist", train_mnist), ("faces", train_faces)):
+    RECIPES[_name] = _fn
+    for _st in ("upper", "priors"):
+        RECIPES[f"{_name}-{_st}"] = partial(_fn, stage=_st)
 
 
 def train_recipe(name: str, run_dir: Path, steps: int, **kw) -> Path:

@@ -40,6 +40,7 @@ class TrainSettings:
     signal_weight: float = 0.0    # weight of the signal-space loss of each level above 0
     freeze_levels: int = 0        # bottom levels whose encoder, quantizer and decoder stay fixed
     init: str = ""                # checkpoint to start from when the run has none
+    priors_only: bool = False     # train only the priors (on the codes of a finished model)
 
 
 def tau_at(step: int, s: TrainSettings) -> float:
@@ -80,6 +81,9 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
         model.load_state_dict(torch.load(settings.init, map_location="cpu", weights_only=True)["model"])
     frozen = {id(p) for lv in model.levels[: settings.freeze_levels]
               for part in (lv.encoder, lv.quantizer, lv.decoder) for p in part.parameters()}
+    if settings.priors_only:
+        frozen = {id(p) for lv in model.levels
+                  for part in (lv.encoder, lv.quantizer, lv.decoder) for p in part.parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) not in frozen)
     opt = torch.optim.Adam([p for p in model.parameters() if id(p) not in frozen], lr=settings.lr)
@@ -121,12 +125,15 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
             loss = loss + settings.signal_weight * distortion(x_l, x)
         for i, s in enumerate(out.levels):
             loss = loss + (s.recon if i else 0) + s.quant + settings.prior_weight * s.bits
+        if settings.priors_only:
+            loss = sum(s.bits for s in out.levels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()
         step += 1
-        if step % settings.reset_every == 0 and step < settings.reset_until * settings.steps:
+        if (step % settings.reset_every == 0 and step < settings.reset_until * settings.steps
+                and not settings.priors_only):
             for lv, z in list(zip(model.levels, out.latents))[settings.freeze_levels:]:
                 lv.quantizer.reset_dead(z)
                 lv.quantizer.calibrate(z, momentum=0.8)

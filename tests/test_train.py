@@ -61,3 +61,45 @@ def test_stage_two_keeps_the_frozen_level_fixed(tmp_path):
             assert torch.equal(a[k], b[k]), k
     assert not torch.equal(a["levels.1.encoder.net.0.weight"], b["levels.1.encoder.net.0.weight"])
     assert not torch.equal(a["levels.0.prior.net.0.weight"], b["levels.0.prior.net.0.weight"])
+
+
+def test_priors_stage_changes_only_the_priors(tmp_path):
+    """Stage 3 (priors_only) keeps every encoder, decoder, codebook and quantizer buffer,
+    so the codes of the finished model do not move, and trains every prior."""
+    script = (
+        "import sys, torch, torch.nn.functional as F\n"
+        f"sys.path.insert(0, {str(HERE)!r})\n"
+        "from make_tiny import tiny_config\n"
+        "from hvqc.train import TrainSettings, train\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "s = TrainSettings(steps=2, reset_every=1, priors_only=True,\n"
+        f"                  init={str(tmp_path / 'a' / 'ckpt.pt')!r})\n"
+        f"train(tiny_config(), lambda i: torch.rand(2, 3, 32, 32, generator=g), F.mse_loss,\n"
+        f"      {str(tmp_path / 'b')!r}, s, progress=False)\n")
+    r = _run([sys.executable, str(HERE / "train_tiny.py"), str(tmp_path / "a"), "2"])
+    assert r.returncode == 0, r.stderr
+    r = _run([sys.executable, "-c", script])
+    assert r.returncode == 0, r.stderr
+    a = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["model"]
+    for k in a:
+        if ".prior." not in k and not k.endswith("usage"):
+            assert torch.equal(a[k], b[k]), k
+    for lv in range(len(torch.load(tmp_path / "a" / "ckpt.pt", weights_only=True)["config"]["levels"])):
+        assert not torch.equal(a[f"levels.{lv}.prior.net.0.weight"], b[f"levels.{lv}.prior.net.0.weight"])
+
+
+def test_priors_learn_the_argmax_codes():
+    """The priors' training target is what a file carries: the argmax codes."""
+    sys.path.insert(0, str(HERE))
+    from make_tiny import tiny_config
+    from hvqc.hierarchy import HierarchicalVQVAE
+    torch.manual_seed(0)
+    m = HierarchicalVQVAE(tiny_config())
+    x = torch.rand(2, 3, 32, 32)
+    seen = []
+    for lv in m.levels:
+        lv.prior.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    m(x, tau=1.0)
+    for got, want in zip(seen, m.encode(x)):
+        assert torch.equal(got, want)
