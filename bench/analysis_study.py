@@ -89,15 +89,16 @@ def _cell(vals) -> str:
     return s
 
 
-def table(data: dict, measures=MEASURES) -> str:
+def table(data: dict, measures=MEASURES, layers=()) -> str:
     lines = []
     for variant, v in data.items():
         ms = [m for m in measures if any(m in v["scores"][n] for n in v["layers"])]
+        names = [n for n in v["layers"] if not layers or any(k in n for k in layers)]
         seeds = ", ".join(map(str, sorted(v["seeds"])))
         lines += [f"**{variant}** (seeds {seeds}; mean ± sd over seeds; MI: shuffled-label "
                   f"baseline in brackets)", "",
                   "| layer | step | " + " | ".join(ms) + " |", "|---|---|" + "---|" * len(ms)]
-        for n in v["layers"]:
+        for n in names:
             step = v["steps"].get(n)
             lines.append(f"| {n} | {'' if step is None else f'{step:g} ms'} | "
                          + " | ".join(_cell(v["scores"][n].get(m)) for m in ms) + " |")
@@ -151,6 +152,9 @@ def main(argv=None) -> None:
     ap.add_argument("--plot", type=Path, help="PNG of the variants' seed means")
     ap.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
                     help="report model OLD (and OLD-seedK) as NEW")
+    ap.add_argument("--layers", default="", help="table rows: layers whose name contains one of "
+                    "these (comma-separated; default all)")
+    ap.add_argument("--measures", default=",".join(MEASURES), help="table columns")
     ap.add_argument("--merge", type=Path, metavar="DIR",
                     help="also write the models as one hvqc analyze result folder (JSON, PNGs)")
     args = ap.parse_args(argv)
@@ -162,7 +166,8 @@ def main(argv=None) -> None:
         seed0 = [p for p in args.results
                  if not any(SEED.match(n) for n in json.loads(Path(p).read_text())["models"])]
         write_outputs(merge(seed0, rename), args.merge)
-    text = table(data)
+    text = table(data, [m for m in args.measures.split(",") if m],
+                 [k for k in args.layers.split(",") if k])
     if args.output:
         args.output.write_text(text + "\n")
     else:
