@@ -159,6 +159,9 @@ def encode(inputs: List[Path] = typer.Argument(..., help="Image files or folders
         pairs = _plan(files, batch, output, ".hvqc", force)
         from .zoo import load
         lm = load(model)
+        if lm.modality != "image":
+            raise UserError(f"model {lm.name!r} is a {lm.modality} model: use `hvqc {lm.modality} "
+                            f"encode`")
         n = lm.model.num_levels
         if level is not None and not 1 <= level <= n:
             raise UserError(f"--level must be in 1..{n} for model {lm.name!r}, got {level}")

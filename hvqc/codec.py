@@ -43,6 +43,8 @@ def compress_image(lm: LoadedModel, img: Image.Image, level: int = 1,
 
     ``joint`` codes all levels into one stream (default: :func:`default_joint`).
     """
+    if lm.modality != "image":
+        raise ValueError(f"model {lm.name!r} is a {lm.modality} model, not an image model")
     n = lm.model.num_levels
     if not 1 <= level <= n:
         raise ValueError(f"level must be in 1..{n} for model {lm.name!r}, got {level}")

@@ -7,6 +7,7 @@ never import each other.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["conv", "ResBlock", "Encoder", "Decoder"]
@@ -22,8 +23,7 @@ def conv(dims: int, cin: int, cout: int, kernel: int = 3, stride: int = 1,
     "same" padding (one more sample after than before), the same parameters.
     """
     if stride == 0:
-        cls = nn.Conv1d if dims == 1 else nn.Conv2d
-        return cls(cin, cout, 4, stride=1, padding="same")
+        return (_SameConv1d if dims == 1 else _SameConv2d)(cin, cout, 4)
     if transpose:
         cls = nn.ConvTranspose1d if dims == 1 else nn.ConvTranspose2d
         return cls(cin, cout, 4, stride=2, padding=1)
@@ -31,6 +31,23 @@ def conv(dims: int, cin: int, cout: int, kernel: int = 3, stride: int = 1,
     if stride == 2:
         return cls(cin, cout, 4, stride=2, padding=1)
     return cls(cin, cout, kernel, stride=1, padding=kernel // 2)
+
+
+class _SameConv1d(nn.Conv1d):
+    """Stride-1 convolution of an even kernel padded as PyTorch's ``padding="same"``
+    (``(k - 1) // 2`` zeros before, the rest after), padded explicitly (no warning)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size[0]
+        return super().forward(F.pad(x, ((k - 1) // 2, k // 2)))
+
+
+class _SameConv2d(nn.Conv2d):
+    """2-D version of :class:`_SameConv1d`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kh, kw = self.kernel_size
+        return super().forward(F.pad(x, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)))
 
 
 class ResBlock(nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -66,7 +67,9 @@ def test_variants_have_equal_size_and_the_right_strides():
         ms = [speech.frame_ms(cfg, l) for l in range(3)]
         assert ms == ([20, 20, 20] if v == "aux-only" else [20, 40, 80])
         x = torch.randn(2, 80, 16)
-        assert [c.shape[-1] for c in model.encode(x)] == [160 // m for m in ms]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")                  # nothing printed on stderr
+            assert [c.shape[-1] for c in model.encode(x)] == [160 // m for m in ms]
         out = model(x, signal_levels=True)                  # down=0 levels train and decode
         assert out.x_hat.shape == x.shape and all(h.shape == x.shape for h in out.x_hat_levels)
     assert len(set(sizes.values())) == 1, sizes
@@ -146,6 +149,8 @@ def test_speech_and_image_files_are_told_apart(tiny_speech, tiny, coded, photo_i
         speech.decompress_speech(api.compress(photo_img, tiny, level=3))
     with pytest.raises(ValueError, match="not a speech model"):
         speech.compress_speech(tiny, _signal(16000, 0.1), 16000)
+    with pytest.raises(ValueError, match="not an image model"):
+        api.compress(photo_img, tiny_speech)
     assert api.describe(files[1].data)["seconds"] == pytest.approx(1.0)
 
 
