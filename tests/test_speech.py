@@ -203,3 +203,33 @@ def test_cli_encode_decode_and_errors(cli, tmp_path, tiny, photo_img):
     rc, out, err = cli("info", coded)
     assert rc == 0 and "11025 Hz" in out and "bits/s" in out
     assert not list(tmp_path.glob(".hvqc-*")) and not list((tmp_path / "out").glob(".hvqc-*"))
+
+
+# --- the shipped model on real speech (needs the data folder) -----------------------
+
+def test_shipped_speech_model_on_a_spoken_digit(monkeypatch):
+    """The shipped ``speech`` model codes an FSDD test take at every level: the rate
+    falls with the level and the decoded digit stays intelligible (STOI)."""
+    from conftest import SHIPPED_WEIGHTS
+    from hvqc.analysis.speech import stoi
+    from hvqc.data import data_root
+    folder = data_root() / "fsdd" / "recordings"
+    take = folder / "7_jackson_0.wav"
+    if not take.exists():
+        pytest.skip(f"FSDD not in the data folder ({take} missing)")
+    import json
+    if "speech" not in json.loads((SHIPPED_WEIGHTS / "manifest.json").read_text())["models"]:
+        pytest.skip("shipped model 'speech' not installed in weights/")
+    monkeypatch.setenv("HVQC_WEIGHTS", str(SHIPPED_WEIGHTS))
+    zoo.load.cache_clear()
+    try:
+        lm = zoo.load("speech")
+        x, sr = audio.read_wav(take)
+        res = speech.compress_speech(lm, x, sr, 1)
+        sizes = [len(bitstream.truncate(res.data, lv)) for lv in (1, 2, 3)]
+        assert sizes[0] > sizes[1] > sizes[2]
+        y, sr_out = speech.decompress_speech(res.data, lm)
+        assert sr_out == sr and y.shape == (x.shape[1],)
+        assert stoi(x[0], y, sr) > 0.4
+    finally:
+        zoo.load.cache_clear()
