@@ -305,7 +305,7 @@ def _rewrite(data: bytes, **changes) -> bytes:
 
 
 def test_unknown_model(files):
-    with pytest.raises(ModelError, match="unknown model 'nosuch' \\(known: tiny, tiny-gray\\)"):
+    with pytest.raises(ModelError, match="unknown model 'nosuch' \\(known: tiny, tiny-gray, tiny-speech\\)"):
         api.decompress(_rewrite(files[1].data, model="nosuch"))
 
 
