@@ -205,7 +205,8 @@ def mnist_study(args) -> dict:
     samples = {}
     for name, kw in {"learned_top_decode": dict(top="prior", lower="decode"),
                      "learned_all_priors": dict(top="prior", lower="prior"),
-                     "uniform_top_decode": dict(top="uniform", lower="decode")}.items():
+                     "uniform_top_decode": dict(top="uniform", lower="decode"),
+                     "uniform_top_priors": dict(top="uniform", lower="prior")}.items():
         s = to8(sample_batches(lm.model, 32, 32, args.samples, seed=args.seed, batch=250, **kw))
         p = classify(clf, s)
         hist = torch.bincount(p.argmax(1), minlength=10).float()
@@ -214,7 +215,7 @@ def mnist_study(args) -> dict:
         samples[name] = {"n": args.samples, "label_histogram": [round(float(h), 4) for h in hist],
                          "label_entropy_bits": ent, "max_entropy_bits": math.log2(10),
                          "mean_confidence": float(p.max(1).values.mean()), **kw}
-        if name != "learned_all_priors":
+        if name in ("learned_all_priors", "uniform_top_priors"):
             save_image(s[:64], args.output / f"mnist_samples_{name}.png", nrow=8, padding=2, pad_value=1.0)
     return {"model": "mnist", "sha256": lm.sha256, "test_digits": len(x),
             "classifier": {"test_accuracy_clean": clean, "train": "60,000 MNIST training digits, 3 epochs, "
@@ -260,8 +261,22 @@ def main() -> None:
                      f"{torch.get_num_threads()} threads"
     path = args.output / f"{args.model}_study.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out["levels"], indent=1))
+    print(markdown(out))
     print(f"wrote {path}")
+
+
+def markdown(out: dict) -> str:
+    """The README's table of the study."""
+    mn = out["model"] == "mnist"
+    head = ("| level | latent | nominal bits | -log2 p bits | payload bits | file bits | "
+            + ("MSE | PSNR dB | classifier accuracy |" if mn else "bpp (file) | PSNR dB | SSIM |"))
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in out["levels"]:
+        tail = (f"{r['mse']:.4f} | {r['psnr']:.2f} | {100 * r['accuracy']:.2f} %" if mn
+                else f"{r['bpp']:.4f} | {r['psnr']:.2f} | {r['ssim']:.4f}")
+        lines.append(f"| {r['level']} | {r['latent']} | {r['nominal_bits']:.0f} | {r['ideal_bits']:.1f} | "
+                     f"{r['payload_bits']:.1f} | {r['file_bits']:.1f} | {tail} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

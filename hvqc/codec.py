@@ -4,17 +4,7 @@
 does ``compress``/``decompress`` (indices <-> bytes) for every modality (its names
 are re-exported here); this module wraps them for images.
 
-A file is scalable: the top level's codes come first, coded under the
-unconditional prior, then each lower level as a refinement coded under its prior
-conditioned on the prediction from the level above. Dropping the lower levels
-(:func:`hvqc.bitstream.truncate`) leaves a file that decodes to a coarser image.
-A *joint* file codes all its levels into one stream instead, which saves up to 32
-bits of coder flush per level (it matters for tiny images, such as 32x32 digits);
-it can still be cut, but only by re-coding with the model (:func:`recode`).
-
-Everything that feeds the coder (predictions from upper levels, prior logits) runs
-in float64 and reaches the coder as integer tables (:mod:`hvqc.entropy`), so
-encoder and decoder agree bit for bit across thread counts.
+How levels are coded, cut and kept bit-exact is described in :mod:`hvqc.coding`.
 """
 from __future__ import annotations
 

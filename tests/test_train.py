@@ -37,16 +37,16 @@ def test_torchrun_two_processes(tmp_path):
     assert ck["step"] == 2
 
 
-def test_stage_two_keeps_the_frozen_level_fixed(tmp_path):
-    """A run started from another run's checkpoint with freeze_levels=1 and a signal
-    loss leaves level 0's encoder/decoder/codebook untouched and trains the rest."""
+def _stage_after_stage_one(tmp_path, settings: str):
+    """Train the tiny model 2 steps into ``a``, then 2 more steps into ``b`` started from
+    ``a`` with ``TrainSettings(<settings>)``; returns both state dicts."""
     script = (
         "import sys, torch, torch.nn.functional as F\n"
         f"sys.path.insert(0, {str(HERE)!r})\n"
         "from make_tiny import tiny_config\n"
         "from hvqc.train import TrainSettings, train\n"
         "g = torch.Generator().manual_seed(0)\n"
-        "s = TrainSettings(steps=2, reset_every=1, signal_weight=1.0, freeze_levels=1,\n"
+        f"s = TrainSettings(steps=2, reset_every=1, {settings},\n"
         f"                  init={str(tmp_path / 'a' / 'ckpt.pt')!r})\n"
         f"train(tiny_config(), lambda i: torch.rand(2, 3, 32, 32, generator=g), F.mse_loss,\n"
         f"      {str(tmp_path / 'b')!r}, s, progress=False)\n")
@@ -54,8 +54,14 @@ def test_stage_two_keeps_the_frozen_level_fixed(tmp_path):
     assert r.returncode == 0, r.stderr
     r = _run([sys.executable, "-c", script])
     assert r.returncode == 0, r.stderr
-    a = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["model"]
+    return (torch.load(tmp_path / "a" / "ckpt.pt", weights_only=True)["model"],
+            torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["model"])
+
+
+def test_stage_two_keeps_the_frozen_level_fixed(tmp_path):
+    """A run started from another run's checkpoint with freeze_levels=1 and a signal
+    loss leaves level 0's encoder/decoder/codebook untouched and trains the rest."""
+    a, b = _stage_after_stage_one(tmp_path, "signal_weight=1.0, freeze_levels=1")
     for k in a:
         if k.startswith(("levels.0.encoder", "levels.0.decoder", "levels.0.quantizer.codebook")):
             assert torch.equal(a[k], b[k]), k
@@ -66,26 +72,12 @@ def test_stage_two_keeps_the_frozen_level_fixed(tmp_path):
 def test_priors_stage_changes_only_the_priors(tmp_path):
     """Stage 3 (priors_only) keeps every encoder, decoder, codebook and quantizer buffer,
     so the codes of the finished model do not move, and trains every prior."""
-    script = (
-        "import sys, torch, torch.nn.functional as F\n"
-        f"sys.path.insert(0, {str(HERE)!r})\n"
-        "from make_tiny import tiny_config\n"
-        "from hvqc.train import TrainSettings, train\n"
-        "g = torch.Generator().manual_seed(0)\n"
-        "s = TrainSettings(steps=2, reset_every=1, priors_only=True,\n"
-        f"                  init={str(tmp_path / 'a' / 'ckpt.pt')!r})\n"
-        f"train(tiny_config(), lambda i: torch.rand(2, 3, 32, 32, generator=g), F.mse_loss,\n"
-        f"      {str(tmp_path / 'b')!r}, s, progress=False)\n")
-    r = _run([sys.executable, str(HERE / "train_tiny.py"), str(tmp_path / "a"), "2"])
-    assert r.returncode == 0, r.stderr
-    r = _run([sys.executable, "-c", script])
-    assert r.returncode == 0, r.stderr
-    a = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["model"]
+    a, b = _stage_after_stage_one(tmp_path, "priors_only=True")
     for k in a:
         if ".prior." not in k and not k.endswith("usage"):
             assert torch.equal(a[k], b[k]), k
-    for lv in range(len(torch.load(tmp_path / "a" / "ckpt.pt", weights_only=True)["config"]["levels"])):
+    levels = {k.split(".")[1] for k in a}
+    for lv in levels:
         assert not torch.equal(a[f"levels.{lv}.prior.net.0.weight"], b[f"levels.{lv}.prior.net.0.weight"])
 
 
