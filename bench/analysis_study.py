@@ -7,8 +7,9 @@ other name as seed 0 of itself. Writes a markdown table (``-o``, default stdout)
 with ``--plot``, one panel per measure with the variants' seed means overlaid
 (error bars: the spread over seeds).
 
-    python bench/analysis_study.py runs/analysis/*/analysis.json \\
-        --rename speech-down+aux=speech --merge bench/results/analysis/speech \\
+    python bench/analysis_study.py runs/analysis/speech-{down+aux,aux-only,down-only}/analysis.json \\
+        runs/analysis/*-seed1/analysis.json --rename speech-down+aux=speech \\
+        --layers input,latent,codes --merge bench/results/analysis/speech \\
         -o bench/results/analysis/speech/study.md --plot bench/results/analysis/speech/study.png
 
 ``--merge`` writes the seed-0 models (names without ``-seedK``) as one ``hvqc analyze``
@@ -113,6 +114,8 @@ def plot(data: dict, path: Path, measures=("phone_pwcca", "word_pwcca", "phone_m
     xs: list[str] = []
     for v in data.values():
         xs += [n for n in v["layers"] if n not in xs and ":" not in n]
+    from hvqc.analyze import layer_order
+    xs.sort(key=layer_order)
     ms = [m for m in measures if any(m in v["scores"][n] for v in data.values() for n in v["layers"])]
     fig, axes = plt.subplots(1, len(ms), figsize=(4.6 * len(ms), 3.8), squeeze=False)
     for ax, m in zip(axes[0], ms):
@@ -160,8 +163,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     rename = dict(r.split("=", 1) for r in args.rename)
     data = gather(args.results, rename)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     if args.merge:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from hvqc.analyze import write_outputs
         seed0 = [p for p in args.results
                  if not any(SEED.match(n) for n in json.loads(Path(p).read_text())["models"])]

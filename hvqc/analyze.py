@@ -409,6 +409,17 @@ def plot_model(name: str, res: dict, path: Path, write=None) -> None:
     _save(fig, path, write)
 
 
+def layer_order(name: str) -> tuple:
+    """Sort key: the input, then each level's blocks, latent, quantized latent and codes."""
+    base, _, ctrl = name.partition(":")
+    if base == "input":
+        return (0, 0, 0, ctrl)
+    lvl, _, kind = base.partition(".")
+    rank = {"latent": 100, "quantized": 101, "codes": 102}
+    k = int(kind[5:]) if kind.startswith("block") and kind[5:].isdigit() else rank.get(kind, 103)
+    return (1, int(lvl[1:]) if lvl[1:].isdigit() else 0, k, ctrl)
+
+
 def plot_compare(doc: dict, path: Path, write=None) -> None:
     """One panel per measure, one line per model (layers aligned by name)."""
     import matplotlib
@@ -418,6 +429,7 @@ def plot_compare(doc: dict, path: Path, write=None) -> None:
     xs: list[str] = []
     for res in models.values():
         xs += [n for n in _xlayers(res) if n not in xs]
+    xs.sort(key=layer_order)
     ms = [m for m in MEASURE_ORDER if any(m in measures_of(r) for r in models.values())]
     cols = min(3, len(ms))
     rows = math.ceil(len(ms) / cols)
