@@ -47,7 +47,7 @@ from hvqc.analysis.metrics import psnr
 from hvqc.api import decompress
 from hvqc.codec import _cond, _rows, compress_image
 from hvqc.datasets import celeba, mnist
-from hvqc.image import from_tensor
+from hvqc.image import from_tensor, to_channels, to_tensor
 from hvqc.sample import sample_batches
 from hvqc.zoo import load
 
@@ -134,9 +134,13 @@ def evaluate_levels(lm, x: torch.Tensor, check: int = 20) -> tuple[list[dict], d
     """Per-level rate and reconstructions of ``x`` ``[N, C, H, W]`` in [0, 1]."""
     m = lm.model
     n = m.num_levels
-    # One image at a time, as the codec encodes a file: batched convolutions may round
-    # differently and flip a near-tie between two codes.
-    codes = [torch.cat(c) for c in zip(*[m.encode(x[i:i + 1]) for i in range(len(x))])]
+    # One image at a time, through the codec's own input path (8-bit image -> tensor):
+    # batched or differently laid-out convolutions may round differently and flip a
+    # near-tie between two codes.
+    mode = "L" if x.shape[1] == 1 else "RGB"
+    cin = m.config.channels
+    codes = [torch.cat(c) for c in zip(*[m.encode(to_channels(to_tensor(from_tensor(x[i:i + 1], mode))[0], cin))
+                                         for i in range(len(x))])]
     payload = np.zeros((len(x), n))
     ideal = np.zeros((len(x), n))
     t0 = time.time()
@@ -149,8 +153,7 @@ def evaluate_levels(lm, x: torch.Tensor, check: int = 20) -> tuple[list[dict], d
     for l in range(n):
         recon[l] = to8(torch.cat([m.decode(l, codes[l][i:i + 256]) for i in range(0, len(x), 256)]))
     # Check the measurement against the real codec on the first images.
-    header_bytes, mismatches = [], 0
-    mode = "L" if x.shape[1] == 1 else "RGB"
+    header_bytes, mismatches, pixel_diff = [], 0, 0
     for i in range(min(check, len(x))):
         img = from_tensor(x[i:i + 1], mode)
         for l in range(n):
@@ -159,10 +162,11 @@ def evaluate_levels(lm, x: torch.Tensor, check: int = 20) -> tuple[list[dict], d
             back = torch.from_numpy(np.asarray(decompress(res.data), dtype=np.float32) / 255)
             back = back.permute(2, 0, 1)[None] if back.ndim == 3 else back[None, None]
             mine = recon[l][i:i + 1]
-            if (sum(res.payload_bytes) != payload[i, l] or abs(sum(res.estimated_bits) - ideal[i, l:].sum()) > 1e-6
-                    or (back - mine).abs().max() > 1.5 / 255):
+            if sum(res.payload_bytes) != payload[i, l] or abs(sum(res.estimated_bits) - ideal[i, l:].sum()) > 1e-6:
                 mismatches += 1
+            pixel_diff = max(pixel_diff, int(round(float((back - mine).abs().max()) * 255)))
     checks = {"checked_files": min(check, len(x)) * n, "mismatches": mismatches,
+              "max_pixel_difference_vs_batched_decode": pixel_diff,
               "header_bytes": sorted(set(header_bytes))}
     cfg = m.config
     rows = []
@@ -189,6 +193,7 @@ def mnist_study(args) -> dict:
     x, y = mnist("test")
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]
+    x = to8(x)                  # the test digits as 8-bit images, as a user would code them
     clf = train_classifier(args.classifier)
     clean = (classify(clf, to8(x)).argmax(1) == y).float().mean().item()
     rows, recon, checks = evaluate_levels(lm, x)
@@ -225,7 +230,7 @@ def mnist_study(args) -> dict:
 
 def faces_study(args) -> dict:
     lm = load("faces")
-    x = celeba("test")
+    x = to8(celeba("test"))
     if args.limit:
         x = x[: args.limit]
     rows, recon, checks = evaluate_levels(lm, x)
