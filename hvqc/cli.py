@@ -133,6 +133,30 @@ def _run(pairs, work, desc: str) -> None:
         raise typer.Exit(1)
 
 
+def _plan_encode(inputs, output, suffixes, force: bool, model: str, modality: str,
+                 level: Optional[int], rate_flag: str, rate: Optional[float]):
+    """The checks every encode command makes before any work: level or rate, inputs and
+    outputs, the model and its modality. Returns ``(pairs, loaded model)``."""
+    if level is not None and rate is not None:
+        raise UserError(f"give --level or {rate_flag}, not both")
+    if rate is not None and not rate > 0:
+        raise UserError(f"{rate_flag} must be positive")
+    files, batch = _expand(inputs, suffixes)
+    pairs = _plan(files, batch, output, ".hvqc", force)
+    from .zoo import load
+    lm = load(model)
+    if lm.modality != modality:
+        a = {"image": "an image", "speech": "a speech"}
+        raise UserError(f"model {lm.name!r} is {a.get(lm.modality, lm.modality)} model, not "
+                        f"{a[modality]} model" + ("" if lm.modality == "image" else
+                                                  f": use `hvqc {lm.modality} encode`"))
+    n = lm.model.num_levels
+    if level is not None and not 1 <= level <= n:
+        raise UserError(f"--level must be in 1..{n} for model {lm.name!r}, got {level}")
+    _make_folders(pairs)
+    return pairs, lm
+
+
 @app.command()
 def encode(inputs: List[Path] = typer.Argument(..., help="Image files or folders."),
            output: Optional[str] = typer.Option(None, "-o", "--output",
@@ -151,21 +175,8 @@ def encode(inputs: List[Path] = typer.Argument(..., help="Image files or folders
     from .api import compress_file
     from .image import IMAGE_SUFFIXES
     try:
-        if level is not None and bpp is not None:
-            raise UserError("give --level or --bpp, not both")
-        if bpp is not None and not bpp > 0:
-            raise UserError("--bpp must be positive")
-        files, batch = _expand(inputs, IMAGE_SUFFIXES)
-        pairs = _plan(files, batch, output, ".hvqc", force)
-        from .zoo import load
-        lm = load(model)
-        if lm.modality != "image":
-            raise UserError(f"model {lm.name!r} is a {lm.modality} model: use `hvqc {lm.modality} "
-                            f"encode`")
-        n = lm.model.num_levels
-        if level is not None and not 1 <= level <= n:
-            raise UserError(f"--level must be in 1..{n} for model {lm.name!r}, got {level}")
-        _make_folders(pairs)
+        pairs, lm = _plan_encode(inputs, output, IMAGE_SUFFIXES, force, model, "image",
+                                 level, "--bpp", bpp)
     except Exception as e:  # noqa: BLE001
         _report(e)
 
@@ -593,20 +604,8 @@ def speech_encode(inputs: List[Path] = typer.Argument(..., help="WAV files or fo
     Channels are averaged to mono and resampled to 16 kHz for the model; the file keeps
     the original rate and length, which decoding restores."""
     try:
-        if level is not None and kbps is not None:
-            raise UserError("give --level or --kbps, not both")
-        if kbps is not None and not kbps > 0:
-            raise UserError("--kbps must be positive")
-        files, batch = _expand(inputs, WAV_SUFFIXES)
-        pairs = _plan(files, batch, output, ".hvqc", force)
-        from .zoo import load
-        lm = load(model)
-        if lm.modality != "speech":
-            raise UserError(f"model {lm.name!r} is an {lm.modality} model, not a speech model")
-        n = lm.model.num_levels
-        if level is not None and not 1 <= level <= n:
-            raise UserError(f"--level must be in 1..{n} for model {lm.name!r}, got {level}")
-        _make_folders(pairs)
+        pairs, lm = _plan_encode(inputs, output, WAV_SUFFIXES, force, model, "speech",
+                                 level, "--kbps", kbps)
     except Exception as e:  # noqa: BLE001
         _report(e)
 

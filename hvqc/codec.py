@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from . import bitstream
-from .coding import (CompressResult, _cond, _rows, compress_codes, decompress_codes,  # noqa: F401
+from .coding import (CompressResult, _cond, _rows, compress_codes, decode_levels, decompress_codes,  # noqa: F401
                      default_joint, level_shapes, model_for, padded_size, read_codes, recode)
 from .image import MAX_IMAGE_PIXELS, MODES, from_tensor, pad_to, to_channels, to_tensor
 from .zoo import LoadedModel
@@ -65,15 +65,7 @@ def decompress_image(data: bytes, lm: LoadedModel | None = None, level: int | No
         raise bitstream.FormatError(f"refusing to decode {h.width}x{h.height}: more than "
                                     f"{MAX_IMAGE_PIXELS} pixels")
     lm = model_for(h, lm)
-    count = len(h.levels)
-    if level is not None:
-        if level not in h.levels:
-            raise ValueError(f"level {level} not in file (holds {', '.join(map(str, h.levels))})")
-        count = h.levels.index(level) + 1
-    codes = read_codes(lm, c, count)
-    lowest = lm.model.num_levels - len(codes)      # 0-based level of the finest codes
-    down = lm.model64.descend(lowest, codes[-1])
-    x = lm.model.predict(0, down[0])[..., : h.height, : h.width]
+    x = decode_levels(lm, c, level)[..., : h.height, : h.width]
     alpha = None
     if h.mode in ("LA", "RGBA"):
         raw = c.extras.get(ALPHA_TAG)

@@ -27,7 +27,7 @@ import torch
 from . import bitstream, entropy
 from .zoo import LoadedModel, ModelError, load
 
-__all__ = ["CompressResult", "compress_codes", "decompress_codes", "level_shapes", "default_joint",
+__all__ = ["CompressResult", "compress_codes", "decompress_codes", "decode_levels", "level_shapes", "default_joint",
            "padded_size", "read_codes", "recode", "model_for"]
 
 
@@ -157,6 +157,21 @@ def read_codes(lm: LoadedModel, c: bitstream.Container, count: int) -> list[torc
 
 
 @torch.no_grad()
+def decode_levels(lm: LoadedModel, c: bitstream.Container, level: int | None = None) -> torch.Tensor:
+    """The signal ``[1, C, *padded size]`` decoded from the levels of ``c`` down to
+    ``level`` (1-based; default: the finest level present), through HQA's descent."""
+    h = c.header
+    count = len(h.levels)
+    if level is not None:
+        if level not in h.levels:
+            raise ValueError(f"level {level} not in file (holds {', '.join(map(str, h.levels))})")
+        count = h.levels.index(level) + 1
+    codes = read_codes(lm, c, count)
+    lowest = lm.model.num_levels - len(codes)      # 0-based level of the finest codes
+    down = lm.model64.descend(lowest, codes[-1])
+    return lm.model.predict(0, down[0])
+
+
 def recode(data: bytes, level: int, lm: LoadedModel | None = None) -> bytes:
     """Cut any file (split or joint) down to ``level`` as its own layout: split files
     are cut without the model (:func:`hvqc.bitstream.truncate`); joint files are

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from . import audio, bitstream
-from .coding import CompressResult, compress_codes, default_joint, model_for, read_codes, recode
+from .coding import CompressResult, compress_codes, decode_levels, default_joint, model_for, recode
 from .hierarchy import HierarchyConfig, LevelSpec
 from .zoo import LoadedModel
 
@@ -210,15 +210,7 @@ def decode_features(data: bytes, lm: LoadedModel | None = None,
     h = c.header
     lm = model_for(h, lm)
     _check_model(lm)
-    count = len(h.levels)
-    if level is not None:
-        if level not in h.levels:
-            raise ValueError(f"level {level} not in file (holds {', '.join(map(str, h.levels))})")
-        count = h.levels.index(level) + 1
-    codes = read_codes(lm, c, count)
-    lowest = lm.model.num_levels - len(codes)
-    down = lm.model64.descend(lowest, codes[-1])
-    f = lm.model.predict(0, down[0])[0, :, : h.width]
+    f = decode_levels(lm, c, level)[0, :, : h.width]
     return f, h, n
 
 
