@@ -7,7 +7,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from . import bitstream
-from .codec import compress_image, decompress_image, default_joint, recode
+from .codec import compress_image, decompress_image, pick_level, recode
 from .image import MAX_IMAGE_PIXELS, check_size, load_image, normalise_mode
 from .zoo import DEFAULT_MODEL, LoadedModel, load
 
@@ -22,24 +22,6 @@ class FileResult:
     level: int
     bpp: float
     note: str = ""
-
-
-def _pick(data: bytes, pixels: int, target: float, lm: LoadedModel) -> tuple[bytes, int, str]:
-    """The finest level whose whole file is at or below ``target`` bpp."""
-    header, _, _ = bitstream.peek_header(data)
-    note, best = "", None
-    for level in sorted(header.levels):            # finest first
-        cut = data if level == min(header.levels) else recode(data, level, lm)
-        if 8 * len(cut) / pixels <= target:
-            best = (cut, level)
-            break
-    if best is None:
-        level = max(header.levels)
-        cut = recode(data, level, lm)
-        note = (f"no level reaches {target:g} bpp; wrote the coarsest (level {level}, "
-                f"{8 * len(cut) / pixels:.4f} bpp)")
-        best = (cut, level)
-    return best[0], best[1], note
 
 
 def _image(image) -> Image.Image:
@@ -59,7 +41,7 @@ def compress_file(image, lm: LoadedModel, level: int | None = None,
         lv = level if level is not None else 1
         data = compress_image(lm, img, lv, joint).data
         return FileResult(data, lv, 8 * len(data) / pixels)
-    data, lv, note = _pick(compress_image(lm, img, 1, joint).data, pixels, bpp, lm)
+    data, lv, note = pick_level(compress_image(lm, img, 1, joint).data, pixels, bpp, "bpp", lm)
     return FileResult(data, lv, 8 * len(data) / pixels, note)
 
 

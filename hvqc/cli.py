@@ -189,6 +189,20 @@ def encode(inputs: List[Path] = typer.Argument(..., help="Image files or folders
     _run(pairs, work, "encode")
 
 
+def _plan_decode(inputs, output, level: Optional[int], force: bool, suffix: str,
+                 allowed: set, what: str):
+    """The checks every decode command makes before any work; returns the pairs."""
+    if level is not None and level < 1:
+        raise UserError(f"--level must be 1 or more, got {level}")
+    files, batch = _expand(inputs, {".hvqc"})
+    pairs = _plan(files, batch, output, suffix, force)
+    for _, dst in pairs:
+        if dst.suffix.lower() not in allowed:
+            raise UserError(f"{what}: the output name must end in {suffix}, got {dst}")
+    _make_folders(pairs)
+    return pairs
+
+
 @app.command()
 def decode(inputs: List[Path] = typer.Argument(..., help=".hvqc files or folders."),
            output: Optional[str] = typer.Option(None, "-o", "--output",
@@ -199,14 +213,7 @@ def decode(inputs: List[Path] = typer.Argument(..., help=".hvqc files or folders
     """Decode .hvqc files to PNG (original size and mode)."""
     from .api import decompress
     try:
-        if level is not None and level < 1:
-            raise UserError(f"--level must be 1 or more, got {level}")
-        files, batch = _expand(inputs, {".hvqc"})
-        pairs = _plan(files, batch, output, ".png", force)
-        for _, dst in pairs:
-            if dst.suffix.lower() != ".png":
-                raise UserError(f"decode writes PNG: the output name must end in .png, got {dst}")
-        _make_folders(pairs)
+        pairs = _plan_decode(inputs, output, level, force, ".png", {".png"}, "decode writes PNG")
     except Exception as e:  # noqa: BLE001
         _report(e)
 
@@ -629,14 +636,8 @@ def speech_decode(inputs: List[Path] = typer.Argument(..., help=".hvqc speech fi
                   force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs.")):
     """Decode .hvqc speech files to WAV (mono 16-bit, original rate and length)."""
     try:
-        if level is not None and level < 1:
-            raise UserError(f"--level must be 1 or more, got {level}")
-        files, batch = _expand(inputs, {".hvqc"})
-        pairs = _plan(files, batch, output, ".wav", force)
-        for _, dst in pairs:
-            if dst.suffix.lower() not in WAV_SUFFIXES:
-                raise UserError(f"speech decode writes WAV: the output name must end in .wav, got {dst}")
-        _make_folders(pairs)
+        pairs = _plan_decode(inputs, output, level, force, ".wav", WAV_SUFFIXES,
+                             "speech decode writes WAV")
     except Exception as e:  # noqa: BLE001
         _report(e)
 

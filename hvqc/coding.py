@@ -27,7 +27,7 @@ import torch
 from . import bitstream, entropy
 from .zoo import LoadedModel, ModelError, load
 
-__all__ = ["CompressResult", "compress_codes", "decompress_codes", "decode_levels", "level_shapes", "default_joint",
+__all__ = ["CompressResult", "compress_codes", "decompress_codes", "decode_levels", "pick_level", "level_shapes", "default_joint",
            "padded_size", "read_codes", "recode", "model_for"]
 
 
@@ -190,6 +190,23 @@ def recode(data: bytes, level: int, lm: LoadedModel | None = None) -> bytes:
     segs, _ = compress_codes(lm, [codes.get(l) for l in range(top + 1)], level - 1, joint=True)
     header = replace(h, levels=h.levels[:count])
     return bitstream.write(bitstream.Container(header, tuple(segs), c.extras))
+
+
+def pick_level(data: bytes, size: float, target: float, unit: str,
+               lm: LoadedModel | None = None) -> tuple[bytes, int, str]:
+    """The finest level of a file coded at level 1 whose whole file is at or below
+    ``target`` (rate = ``8 * bytes / size``: ``size`` in pixels for bpp, in
+    milliseconds for kbps). Returns ``(bytes, level, note)``; if no level fits, the
+    coarsest with a note saying so."""
+    header, _, _ = bitstream.peek_header(data)
+    for level in sorted(header.levels):            # finest first
+        cut = data if level == min(header.levels) else recode(data, level, lm)
+        if 8 * len(cut) / size <= target:
+            return cut, level, ""
+    level = max(header.levels)
+    cut = recode(data, level, lm)
+    return cut, level, (f"no level reaches {target:g} {unit}; wrote the coarsest (level {level}, "
+                        f"{8 * len(cut) / size:.4f} {unit})")
 
 
 def model_for(header: bitstream.Header, lm: LoadedModel | None = None) -> LoadedModel:

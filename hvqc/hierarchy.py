@@ -175,17 +175,14 @@ class HierarchicalVQVAE(nn.Module):
             latents.append(z)
             indices.append(q.indices)
             target = h = F.normalize(z.detach(), dim=1)   # what the quantizer sees
-        # The priors learn the codes a file carries: the argmax codes, not the Gumbel
-        # samples (whose hard value ignores the temperature and stays noisy), each
-        # conditioned on the prediction from the argmax codes of the level above.
-        with torch.no_grad():
-            hard = [lv.quantizer.encode(z.detach()) for lv, z in zip(self.levels, latents)]
+        # The priors learn the codes a file carries (the quantizer's argmax indices),
+        # each conditioned on the prediction from the codes of the level above.
         for i, lv in enumerate(self.levels):
             cond = None
             if i + 1 < self.num_levels:
                 with torch.no_grad():
-                    cond = self.predict(i + 1, hard[i + 1])
-            stats[i].bits = lv.prior(hard[i], cond)
+                    cond = self.predict(i + 1, indices[i + 1])
+            stats[i].bits = lv.prior(indices[i], cond)
         x_levels = []
         if signal_levels:
             for i in range(1, self.num_levels):

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from . import audio, bitstream
-from .coding import CompressResult, compress_codes, decode_levels, default_joint, model_for, recode
+from .coding import CompressResult, compress_codes, decode_levels, default_joint, model_for, pick_level
 from .hierarchy import HierarchyConfig, LevelSpec
 from .zoo import LoadedModel
 
@@ -249,13 +249,5 @@ def compress_speech_file(src, lm: LoadedModel, level: int | None = None,
         data = compress_speech(lm, x, sr, lv, joint).data
         return SpeechFile(data, lv, 8 * len(data) / seconds)
     data = compress_speech(lm, x, sr, 1, joint).data
-    header, _, _ = bitstream.peek_header(data)
-    for lv in sorted(header.levels):                  # finest first
-        cut = data if lv == 1 else recode(data, lv, lm)
-        if 8 * len(cut) / seconds <= kbps * 1000:
-            return SpeechFile(cut, lv, 8 * len(cut) / seconds)
-    lv = max(header.levels)
-    cut = recode(data, lv, lm)
-    rate = 8 * len(cut) / seconds
-    return SpeechFile(cut, lv, rate, f"no level reaches {kbps:g} kbps; wrote the coarsest "
-                                     f"(level {lv}, {rate / 1000:.3f} kbps)")
+    cut, lv, note = pick_level(data, 1000 * seconds, kbps, "kbps", lm)
+    return SpeechFile(cut, lv, 8 * len(cut) / seconds, note)

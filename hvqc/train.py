@@ -5,7 +5,10 @@ distortion function for level 0. All levels train together; level ``l > 0`` sees
 only detached latents of level ``l - 1`` (HQA's greedy stacking, run concurrently),
 and the priors train on detached codes. A second stage (``freeze_levels``,
 ``signal_weight``, ``init``) can then freeze the bottom level and train the levels
-above with a loss on the signal they decode to. Checkpoints carry their own config,
+above with a loss on the signal they decode to, and a third (``priors_only``) fits
+only the priors to the finished model's codes, with their own loss and gradient clip
+(in the joint loss they get a 0.05 weight and share one clip with the autoencoders,
+which leaves them under-trained). Checkpoints carry their own config,
 optimizer state and step, so running the same command again picks up where it stopped.
 """
 from __future__ import annotations
@@ -120,13 +123,14 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
         x = sample(step)
         out = net(x, tau_at(step, settings), settings.signal_weight > 0)
         dist_loss = distortion(out.x_hat, x)
-        loss = dist_loss
-        for x_l in out.x_hat_levels:
-            loss = loss + settings.signal_weight * distortion(x_l, x)
-        for i, s in enumerate(out.levels):
-            loss = loss + (s.recon if i else 0) + s.quant + settings.prior_weight * s.bits
-        if settings.priors_only:
+        if settings.priors_only:        # the codes stay fixed: only the priors' bits count
             loss = sum(s.bits for s in out.levels)
+        else:
+            loss = dist_loss
+            for x_l in out.x_hat_levels:
+                loss = loss + settings.signal_weight * distortion(x_l, x)
+            for i, s in enumerate(out.levels):
+                loss = loss + (s.recon if i else 0) + s.quant + settings.prior_weight * s.bits
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
