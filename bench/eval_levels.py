@@ -20,7 +20,8 @@ from hvqc.api import decompress
 from hvqc.codec import compress_image
 from hvqc.data import data_root
 from hvqc.image import load_image
-from hvqc.zoo import load, weights_dir
+from hvqc.publish import record_rates
+from hvqc.zoo import load
 
 
 def main() -> None:
@@ -69,14 +70,9 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     if args.update_manifest:
-        path = weights_dir() / "manifest.json"
-        man = json.loads(path.read_text())
-        for lv in man["models"][args.model]["levels"]:
-            lv["typical_bpp"] = round(mean[lv["level"] - 1]["bpp"], 4)
-        man["models"][args.model]["evaluation"] = {
+        record_rates(args.model, [m["bpp"] for m in mean], evaluation={
             "data": f"{folder.name} ({len(files)} images)", "results": str(out),
-            "levels": [{k: round(v, 4) for k, v in m.items() if k != "bytes"} for m in mean]}
-        path.write_text(json.dumps(man, indent=2) + "\n")
+            "levels": [{k: round(v, 4) for k, v in m.items() if k != "bytes"} for m in mean]})
     for m in mean:
         print(f"level {m['level']}: {m['bpp']:.4f} bpp  PSNR {m['psnr']:.2f}  MS-SSIM {m['ms_ssim']:.4f}"
               f"  enc {m['encode_s']:.2f}s dec {m['decode_s']:.2f}s")

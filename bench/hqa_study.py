@@ -48,6 +48,7 @@ from hvqc.api import decompress
 from hvqc.codec import _cond, _rows, compress_image
 from hvqc.datasets import celeba, mnist
 from hvqc.image import from_tensor, to_channels, to_tensor
+from hvqc.publish import record_rates
 from hvqc.sample import sample_batches
 from hvqc.zoo import load
 
@@ -256,7 +257,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--classifier", type=Path, default=Path("runs/mnist-classifier.pt"))
     ap.add_argument("-o", "--output", type=Path, default=RESULTS)
+    ap.add_argument("--update-manifest", action="store_true",
+                    help="record each level's mean file bpp as its typical rate in weights/manifest.json")
     args = ap.parse_args()
+    if args.update_manifest and args.limit:
+        ap.error("--update-manifest needs the whole test set (no --limit)")
     args.output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     t0 = time.time()
@@ -266,6 +271,9 @@ def main() -> None:
                      f"{torch.get_num_threads()} threads"
     path = args.output / f"{args.model}_study.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
+    if args.update_manifest:
+        side = {"mnist": 32, "faces": 64}[args.model]
+        record_rates(args.model, [r["file_bits"] / side ** 2 for r in out["levels"]])
     print(markdown(out))
     print(f"wrote {path}")
 

@@ -478,9 +478,10 @@ def models():
 
 @app.command()
 def train(recipe: str = typer.Argument("photo", help="Which model to train: photo, mnist, faces, "
-                                       "their second stages photo-upper, mnist-upper, faces-upper and "
-                                       "third stages photo-priors, mnist-priors, faces-priors "
-                                       "(from --init); speech (with --variant)."),
+                                       "their later stages (from --init) X-top (the two top levels "
+                                       "retrained on the frozen ones below), X-upper (levels above "
+                                       "the first through the pixels) and X-priors (priors only); "
+                                       "speech (with --variant)."),
           steps: int = typer.Option(6000, help="Optimisation steps."),
           run: Optional[Path] = typer.Option(None, help="Run folder, resumed if it exists "
                                              "(default: runs/RECIPE)."),
@@ -488,14 +489,18 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
           crop: Optional[int] = typer.Option(None, help="Crop size for photos (default 128)."),
           seed: int = typer.Option(0),
           init: Optional[Path] = typer.Option(None, help="Start from this run's checkpoint "
-                                              "(X-upper: the stage-1 run; X-priors: the stage-2 run)."),
+                                              "(the run of the stage before)."),
           variant: Optional[str] = typer.Option(None, help="speech only: down+aux (default), "
-                                                "aux-only or down-only.")):
+                                                "aux-only or down-only."),
+          freeze: Optional[int] = typer.Option(None, help="Image models: how many bottom levels "
+                                               "stay fixed (default: the stage's).")):
     """Train a model (resumable; also runs under torchrun)."""
     from .recipes import train_recipe
     try:
         if variant is not None and recipe != "speech":
             raise UserError("--variant is for the speech recipe only")
+        if freeze is not None and recipe == "speech":
+            raise UserError("--freeze is for the image recipes only")
         if recipe == "speech":
             from .speech import VARIANTS
             variant = variant or VARIANTS[0]
@@ -508,7 +513,8 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
             init_ck = str(init / "ckpt.pt" if init.is_dir() else init)
             if not Path(init_ck).exists():
                 raise UserError(f"no checkpoint at {init_ck}")
-        opts = {k: v for k, v in dict(batch=batch, crop=crop, variant=variant).items() if v is not None}
+        opts = {k: v for k, v in dict(batch=batch, crop=crop, variant=variant, freeze=freeze).items()
+                if v is not None}
         path = train_recipe(recipe, run or Path("runs") / recipe, steps, seed=seed, init=init_ck,
                             command=" ".join(["hvqc"] + sys.argv[1:]), **opts)
     except Exception as e:  # noqa: BLE001

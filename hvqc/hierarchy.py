@@ -78,7 +78,7 @@ class Level(nn.Module):
 class LevelStats:
     """Training quantities of one level (all scalars)."""
 
-    recon: torch.Tensor       # normalised MSE of the reconstruction of the level below
+    recon: torch.Tensor       # MSE of the reconstruction of the level below / its spread
     quant: torch.Tensor       # KL + commitment
     bits: torch.Tensor        # prior cross-entropy, bits per position
     perplexity: torch.Tensor
@@ -91,6 +91,18 @@ class HierarchyOutput:
     latents: list[torch.Tensor]     # pre-quantization latents per level
     indices: list[torch.Tensor]
     x_hat_levels: list[torch.Tensor] = field(default_factory=list)  # signal from each level l > 0
+
+
+def _spread(target: torch.Tensor) -> torch.Tensor:
+    """Normaliser of a level's latent MSE: the target's variance across the batch (what
+    differs between signals), at least 1/20 of its total variance. Normalising by the
+    total variance instead lets a latent's constant part (often over 90 % of it on the
+    small top grids) make the batch-mean prediction look good enough, and the level
+    collapses to it."""
+    total = target.var()
+    if len(target) < 2:                               # a batch of one: the floor
+        return (0.05 * total).clamp_min(1e-6)
+    return torch.maximum(target.var(0).mean(), 0.05 * total).clamp_min(1e-6)
 
 
 class HierarchicalVQVAE(nn.Module):
@@ -169,7 +181,7 @@ class HierarchicalVQVAE(nn.Module):
                 x_hat = rec
                 recon = F.mse_loss(rec, target)
             else:
-                recon = F.mse_loss(rec, target) / target.var().clamp_min(1e-6)
+                recon = F.mse_loss(rec, target) / _spread(target)
             stats.append(LevelStats(recon, q.loss, torch.zeros(()), q.perplexity))
             recs.append(rec)
             latents.append(z)

@@ -8,7 +8,7 @@ import torch
 
 from .zoo import from_state, manifest, save_weights, weights_dir
 
-__all__ = ["publish"]
+__all__ = ["publish", "record_rates"]
 
 
 def _wall_seconds(log: Path) -> int | None:
@@ -63,3 +63,20 @@ def publish(run: Path, name: str, description: str = "", force: bool = False) ->
     man["models"][name] = entry
     (out_dir / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
     return entry
+
+
+def record_rates(name: str, rates: list[float], key: str = "typical_bpp",
+                 evaluation: dict | None = None) -> None:
+    """Record each level's measured mean rate (``rates[level - 1]``) as its typical rate
+    in the manifest, which ``hvqc models`` lists and ``--bpp`` documents; ``evaluation``
+    (data, results file, per-level means) is stored beside it."""
+    path = weights_dir() / "manifest.json"
+    man = json.loads(path.read_text())
+    entry = man["models"][name]
+    if len(rates) != len(entry["levels"]):
+        raise ValueError(f"{name} has {len(entry['levels'])} levels, got {len(rates)} rates")
+    for lv in entry["levels"]:
+        lv[key] = round(rates[lv["level"] - 1], 4)
+    if evaluation is not None:
+        entry["evaluation"] = evaluation
+    path.write_text(json.dumps(man, indent=2) + "\n")

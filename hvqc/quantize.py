@@ -3,8 +3,8 @@
 Training draws a relaxed one-hot code from a Gumbel-softmax over the negative
 squared distances between the encoder output and the codebook; the loss adds the
 KL divergence of that posterior to a uniform prior and a probability-weighted
-commitment term. At evaluation the code is the argmax (nearest codeword), so the
-transmitted indices are deterministic.
+commitment term (relative to the spread of the codebook). At evaluation the code
+is the argmax (nearest codeword), so the transmitted indices are deterministic.
 
 Encoder outputs and codewords are compared on the unit sphere (both l2-normalised,
 as in Yu et al., "Vector-quantized image modeling with improved VQGAN", ICLR 2022):
@@ -57,7 +57,8 @@ class GumbelQuantizer(nn.Module):
         num_codes: codebook size K.
         dim: codeword dimension D.
         kl_weight: weight of KL(q(k|z) || Uniform(K)).
-        commit_weight: weight of ``sum_k q(k|z) ||z - e_k||^2``.
+        commit_weight: weight of ``sum_k q(k|z) ||z - e_k||^2`` divided by the mean
+            squared distance between the batch's outputs and the codebook (scale-free).
         sharpness: logits are ``-sharpness * ||z - e_k||^2`` (distances lie in [0, 4]).
             Re-estimated from the data at initialisation and at every dead-code reset
             (:meth:`calibrate`) so that the posterior stays informative but stochastic.
@@ -115,7 +116,11 @@ class GumbelQuantizer(nn.Module):
             log_q = F.log_softmax(logits, 1)
             q = log_q.exp()
             kl = (q * (log_q + math.log(self.num_codes))).sum(1).mean()
-            commit = (q * d).sum(1).mean()
+            # Commitment relative to the mean distance to the codebook: on the sphere,
+            # with ``sharpness`` re-calibrated, an absolute term is minimised by shrinking
+            # encoder outputs and codebook into one tiny cap, which carries no information
+            # the decoder can use (the collapse seen on the 2x2 and 1x1 levels).
+            commit = (q * d).sum(1).mean() / d.mean().detach().clamp_min(1e-6)
             loss = self.kl_weight * kl + self.commit_weight * commit
             with torch.no_grad():
                 counts = torch.bincount(indices, minlength=self.num_codes).float()

@@ -41,12 +41,22 @@ def mse_distortion(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(x_hat, x)
 
 
-def _stage(settings: TrainSettings, stage: str) -> None:
-    """Adjust the settings for a stage: ``all`` (stage 1, every level); ``upper``
+def _stage(settings: TrainSettings, stage: str, levels: int, top: int = 2,
+           freeze: int | None = None) -> None:
+    """Adjust the settings for a stage: ``all`` (stage 1, every level); ``top`` (the
+    ``top`` levels retrained from scratch on the frozen levels below, HQA's greedy
+    layer-wise training, from ``init``; without the commitment term for the first 40 %
+    of steps: a fresh encoder's outputs on a latent with a large constant part are
+    nearly image-independent, and committing them at once to codewords collapses the
+    level to one point); ``upper``
     (stage 2: freeze level 0 and train the levels above through the pixels they decode
     to, at the low temperature where stage 1 ended); ``priors`` (stage 3: the codes of
-    the finished model stay fixed and only the priors learn them)."""
-    if stage == "upper":
+    the finished model stay fixed and only the priors learn them). ``freeze`` overrides
+    how many bottom levels stay fixed."""
+    if stage == "top":
+        settings.freeze_levels = settings.keep_levels = levels - top
+        settings.commit_warmup = 0.4
+    elif stage == "upper":
         settings.signal_weight, settings.freeze_levels = 1.0, 1
         settings.tau_start = settings.tau_end = 0.1
         settings.lr = 1e-4
@@ -56,6 +66,10 @@ def _stage(settings: TrainSettings, stage: str) -> None:
         settings.lr = 5e-4
     elif stage != "all":
         raise ValueError(f"unknown stage {stage!r}")
+    if freeze is not None:
+        if not 0 <= freeze < levels:
+            raise ValueError(f"--freeze must be in 0..{levels - 1} for this model, got {freeze}")
+        settings.freeze_levels = freeze
 
 
 def _rank() -> int:
@@ -64,33 +78,37 @@ def _rank() -> int:
 
 def train_photo(run_dir: Path, steps: int, batch: int = 8, crop: int = 128, seed: int = 0,
                 progress: bool = True, command: str = "", init: str = "",
-                stage: str = "all") -> Path:
+                stage: str = "all", freeze: int | None = None) -> Path:
     """The photo model, in the stages of :func:`_stage` (2 and 3 start from ``init``)."""
     folders = [require(f) for f in PHOTO_FOLDERS]
     sampler = CropSampler(folders, crop, seed + 1000 * _rank())
     meta = {"data": ", ".join(PHOTO_FOLDERS), "images": len(sampler), "crop": crop,
             "batch": batch, "command": command}
     settings = TrainSettings(steps=steps, seed=seed, init=init)
-    _stage(settings, stage)
-    return train(photo_config(), lambda step: sampler.sample(batch), photo_distortion, run_dir,
+    config = photo_config()
+    _stage(settings, stage, len(config.levels), freeze=freeze)
+    return train(config, lambda step: sampler.sample(batch), photo_distortion, run_dir,
                  settings, meta, progress)
 
 
 def train_mnist(run_dir: Path, steps: int, batch: int = 64, crop: int | None = None, seed: int = 0,
-                progress: bool = True, command: str = "", init: str = "", stage: str = "all") -> Path:
+                progress: bool = True, command: str = "", init: str = "", stage: str = "all",
+                freeze: int | None = None) -> Path:
     """HQA's digits model on the 60,000 MNIST training digits at 32x32, MSE loss."""
     data, _ = mnist("train")
     sampler = TensorSampler(data, seed + 1000 * _rank())
     meta = {"data": "mnist train (60,000 digits, resized to 32x32)", "images": len(sampler),
             "batch": batch, "command": command, "stream": "joint", "sample_size": [32, 32]}
     settings = TrainSettings(steps=steps, seed=seed, init=init, ckpt_every=500)
-    _stage(settings, stage)
-    return train(mnist_config(), lambda step: sampler.sample(batch), mse_distortion, run_dir,
+    config = mnist_config()
+    _stage(settings, stage, len(config.levels), freeze=freeze)
+    return train(config, lambda step: sampler.sample(batch), mse_distortion, run_dir,
                  settings, meta, progress)
 
 
 def train_faces(run_dir: Path, steps: int, batch: int = 32, crop: int | None = None, seed: int = 0,
-                progress: bool = True, command: str = "", init: str = "", stage: str = "all") -> Path:
+                progress: bool = True, command: str = "", init: str = "", stage: str = "all",
+                freeze: int | None = None) -> Path:
     """CelebA faces (64x64 centre crops, flips), SSIM + MSE loss."""
     data = celeba("train")
     sampler = TensorSampler(data, seed + 1000 * _rank(), flip=True)
@@ -98,8 +116,9 @@ def train_faces(run_dir: Path, steps: int, batch: int = 32, crop: int | None = N
                     "004501-005000 held out", "images": len(sampler), "batch": batch, "command": command,
             "stream": "joint", "sample_size": [64, 64]}
     settings = TrainSettings(steps=steps, seed=seed, init=init, ckpt_every=500)
-    _stage(settings, stage)
-    return train(faces_config(), lambda step: sampler.sample(batch), faces_distortion, run_dir,
+    config = faces_config()
+    _stage(settings, stage, len(config.levels), top=3, freeze=freeze)   # its 4x4 level was weak too
+    return train(config, lambda step: sampler.sample(batch), faces_distortion, run_dir,
                  settings, meta, progress)
 
 
@@ -147,7 +166,7 @@ def train_speech(run_dir: Path, steps: int, variant: str = "down+aux", batch: in
 RECIPES = {"speech": train_speech}
 for _name, _fn in (("photo", train_photo), ("mnist", train_mnist), ("faces", train_faces)):
     RECIPES[_name] = _fn
-    for _st in ("upper", "priors"):
+    for _st in ("top", "upper", "priors"):
         RECIPES[f"{_name}-{_st}"] = partial(_fn, stage=_st)
 
 

@@ -44,6 +44,9 @@ class TrainSettings:
     freeze_levels: int = 0        # bottom levels whose encoder, quantizer and decoder stay fixed
     init: str = ""                # checkpoint to start from when the run has none
     priors_only: bool = False     # train only the priors (on the codes of a finished model)
+    commit_warmup: float = 0.0    # fraction of steps trained without the commitment term
+    keep_levels: int = -1         # with ``init``: load only the bottom levels (-1: all); the
+                                  # rest start fresh (HQA's greedy training of upper levels)
 
 
 def tau_at(step: int, s: TrainSettings) -> float:
@@ -81,7 +84,11 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
     ckpt_path = run_dir / "ckpt.pt"
     model = HierarchicalVQVAE(config)
     if settings.init and not ckpt_path.exists():
-        model.load_state_dict(torch.load(settings.init, map_location="cpu", weights_only=True)["model"])
+        state = torch.load(settings.init, map_location="cpu", weights_only=True)["model"]
+        if settings.keep_levels >= 0:
+            state = {k: v for k, v in state.items()
+                     if not k.startswith("levels.") or int(k.split(".")[1]) < settings.keep_levels}
+        model.load_state_dict(state, strict=settings.keep_levels < 0)
     frozen = {id(p) for lv in model.levels[: settings.freeze_levels]
               for part in (lv.encoder, lv.quantizer, lv.decoder) for p in part.parameters()}
     if settings.priors_only:
@@ -99,18 +106,19 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
     net = model
     if dist.is_initialized():
         net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-    if not bool(model.levels[0].quantizer.initialised):
-        with torch.no_grad():
+    if not all(bool(lv.quantizer.initialised) for lv in model.levels):
+        with torch.no_grad():          # codebooks from encoder outputs (k-means on a batch)
             x0 = torch.cat([sample(i) for i in range(4)])
             h = x0
             for lv in model.levels:
                 h = lv.encoder(h)
-                if dist.is_initialized():
-                    gathered = [torch.zeros_like(h) for _ in range(dist.get_world_size())]
-                    dist.all_gather(gathered, h)
-                    lv.quantizer.init_from(torch.cat(gathered))
-                else:
-                    lv.quantizer.init_from(h)
+                if not bool(lv.quantizer.initialised):
+                    if dist.is_initialized():
+                        gathered = [torch.zeros_like(h) for _ in range(dist.get_world_size())]
+                        dist.all_gather(gathered, h)
+                        lv.quantizer.init_from(torch.cat(gathered))
+                    else:
+                        lv.quantizer.init_from(h)
                 h = torch.nn.functional.normalize(h, dim=1)
     log = open(run_dir / "log.txt", "a") if rank == 0 else None
     bar = tqdm(total=settings.steps, initial=step, disable=not progress or rank != 0,
@@ -120,6 +128,9 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
         lr = settings.lr * min(1.0, 0.5 * (1 + math.cos(math.pi * step / settings.steps)) + 0.05)
         for g in opt.param_groups:
             g["lr"] = lr
+        warm = step < settings.commit_warmup * settings.steps
+        for lv, spec in zip(model.levels, config.levels):
+            lv.quantizer.commit_weight = 0.0 if warm else spec.commit_weight
         x = sample(step)
         out = net(x, tau_at(step, settings), settings.signal_weight > 0)
         dist_loss = distortion(out.x_hat, x)

@@ -351,3 +351,12 @@ def test_models_checks_the_weights(cli, tmp_path, photo_path):
     rc, _, err = cli("encode", photo_path, "-m", "tiny", "-o", tmp_path / "x.hvqc", weights=tampered)
     assert_one_error_line(rc, err, "fail verification")
     assert not (tmp_path / "x.hvqc").exists()
+
+
+def test_train_refuses_bad_options_before_training(cli, tmp_path):
+    """``--freeze`` is for image recipes and must leave a level to train; nothing is written."""
+    rc, out, err = cli("train", "speech", "--freeze", "1", "--run", tmp_path / "r")
+    assert_one_error_line(rc, err, "--freeze is for the image recipes only")
+    rc, out, err = cli("train", "nosuch", "--run", tmp_path / "r")
+    assert_one_error_line(rc, err, "nosuch")
+    assert not (tmp_path / "r").exists()

@@ -37,9 +37,10 @@ def test_torchrun_two_processes(tmp_path):
     assert ck["step"] == 2
 
 
-def _stage_after_stage_one(tmp_path, settings: str):
+def _stage_after_stage_one(tmp_path, settings: str, spoil: str = ""):
     """Train the tiny model 2 steps into ``a``, then 2 more steps into ``b`` started from
-    ``a`` with ``TrainSettings(<settings>)``; returns both state dicts."""
+    ``a`` with ``TrainSettings(<settings>)``; returns both state dicts. With ``spoil``,
+    the floating-point tensors of ``a`` whose names start with it are zeroed first."""
     script = (
         "import sys, torch, torch.nn.functional as F\n"
         f"sys.path.insert(0, {str(HERE)!r})\n"
@@ -52,6 +53,12 @@ def _stage_after_stage_one(tmp_path, settings: str):
         f"      {str(tmp_path / 'b')!r}, s, progress=False)\n")
     r = _run([sys.executable, str(HERE / "train_tiny.py"), str(tmp_path / "a"), "2"])
     assert r.returncode == 0, r.stderr
+    if spoil:
+        ck = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=True)
+        for k, v in ck["model"].items():
+            if k.startswith(spoil) and v.is_floating_point():
+                v.zero_()
+        torch.save(ck, tmp_path / "a" / "ckpt.pt")
     r = _run([sys.executable, "-c", script])
     assert r.returncode == 0, r.stderr
     return (torch.load(tmp_path / "a" / "ckpt.pt", weights_only=True)["model"],
@@ -95,3 +102,34 @@ def test_priors_learn_the_argmax_codes():
     m(x, tau=1.0)
     for got, want in zip(seen, m.encode(x)):
         assert torch.equal(got, want)
+
+
+def test_top_stage_keeps_the_bottom_levels_and_starts_the_rest_fresh(tmp_path):
+    """``keep_levels`` loads only the bottom levels of ``init``; the levels above start
+    from fresh weights and codebooks k-means-initialised on their own encoder outputs."""
+    a, b = _stage_after_stage_one(tmp_path, "keep_levels=1, freeze_levels=1, commit_warmup=0.5",
+                                  spoil="levels.1.")
+    for k in a:
+        if k.startswith(("levels.0.encoder", "levels.0.decoder", "levels.0.quantizer.codebook")):
+            assert torch.equal(a[k], b[k]), k
+    assert not torch.equal(a["levels.1.quantizer.codebook"], b["levels.1.quantizer.codebook"])
+    assert bool(b["levels.1.quantizer.initialised"])
+    # fresh, not continued from the zeroed weights of ``a`` (two steps at lr 2e-4 move
+    # a weight by about 4e-4)
+    assert b["levels.1.decoder.net.0.weight"].abs().max() > 1e-2
+
+
+def test_latent_loss_scores_the_batch_mean_as_nothing_learned():
+    """A level's latent MSE is normalised by what differs across the batch: predicting the
+    batch mean of a target that is 92 % constant scores ~1, not ~0.08 (with which the
+    small top levels of mnist and faces collapsed onto their mean)."""
+    from hvqc.hierarchy import _spread
+    g = torch.Generator().manual_seed(0)
+    const = 3 * torch.randn(1, 16, 2, 2, generator=g)
+    target = const + 0.9 * torch.randn(64, 16, 2, 2, generator=g)
+    mean_pred = target.mean(0, keepdim=True).expand_as(target)
+    score = torch.nn.functional.mse_loss(mean_pred, target) / _spread(target)
+    assert 0.9 < score < 1.05
+    assert target.var(0).mean() / target.var() < 0.1         # the constant part dominates
+    one = _spread(target[:1])                                  # a batch of one: the floor
+    assert torch.isfinite(one) and one > 0
