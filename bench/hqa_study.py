@@ -184,6 +184,7 @@ def evaluate_levels(lm, x: torch.Tensor, check: int = 20) -> tuple[list[dict], d
             "ideal_bits": float(ideal[:, l:].sum(1).mean()),
             "payload_bits": float(8 * payload[:, l].mean()),
             "file_bits": float(8 * (payload[:, l].mean() + np.mean(header_bytes))),
+            "bpp": float(8 * (payload[:, l].mean() + np.mean(header_bytes))) / math.prod(x.shape[2:]),
             "payload_over_ideal": float(payload[:, l].sum() * 8 / ideal[:, l:].sum()),
         })
     return rows, recon, checks
@@ -196,7 +197,7 @@ def mnist_study(args) -> dict:
         x, y = x[: args.limit], y[: args.limit]
     x = to8(x)                  # the test digits as 8-bit images, as a user would code them
     clf = train_classifier(args.classifier)
-    clean = (classify(clf, to8(x)).argmax(1) == y).float().mean().item()
+    clean = (classify(clf, x).argmax(1) == y).float().mean().item()
     rows, recon, checks = evaluate_levels(lm, x)
     for r in rows:
         rec = recon[r["level"] - 1]
@@ -239,7 +240,6 @@ def faces_study(args) -> dict:
         rec = recon[r["level"] - 1]
         r["psnr"] = psnr(rec, x)
         r["ssim"] = float(ssim(rec, x, data_range=1.0, size_average=True))
-        r["bpp"] = r["file_bits"] / (64 * 64)
     grid = torch.cat([x[:8]] + [recon[l][:8] for l in range(lm.model.num_levels)])
     save_image(grid, args.output / "faces_levels.png", nrow=8, padding=2, pad_value=1.0)
     s = sample_batches(lm.model, 64, 64, 64, seed=args.seed, batch=64, top="prior", lower="prior")
@@ -272,8 +272,7 @@ def main() -> None:
     path = args.output / f"{args.model}_study.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     if args.update_manifest:
-        side = {"mnist": 32, "faces": 64}[args.model]
-        record_rates(args.model, [r["file_bits"] / side ** 2 for r in out["levels"]])
+        record_rates(args.model, [r["bpp"] for r in out["levels"]])
     print(markdown(out))
     print(f"wrote {path}")
 
