@@ -45,7 +45,8 @@ from torchvision.utils import save_image
 from hvqc import bitstream, entropy
 from hvqc.analysis.metrics import psnr
 from hvqc.api import decompress
-from hvqc.codec import _cond, _rows, compress_image
+from hvqc.codec import _cond, compress_image
+from hvqc.coding import group_pmfs
 from hvqc.datasets import celeba, mnist
 from hvqc.image import from_tensor, to_channels, to_tensor
 from hvqc.publish import record_rates
@@ -116,8 +117,7 @@ def coded_bits(lm, codes: list[torch.Tensor]) -> tuple[list[int], list[float]]:
     for l in range(n - 1, -1, -1):
         prior = m.levels[l].prior
         cond = _cond(lm, l, codes[l + 1] if l + 1 < n else None)
-        for mask, logits in prior.group_logits(codes[l], cond):
-            pmf = entropy.pmf_from_logits(_rows(logits, mask))
+        for mask, pmf in group_pmfs(prior, codes[l], cond):
             sym = codes[l][0][mask].numpy()
             for c in range(l + 1):
                 encoders[c].encode(sym, pmf)

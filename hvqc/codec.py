@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from . import bitstream
-from .coding import (CompressResult, _cond, _rows, compress_codes, decode_levels, decompress_codes,  # noqa: F401
+from .coding import (CompressResult, _cond, compress_codes, decode_levels, decompress_codes,  # noqa: F401
                      default_joint, level_shapes, model_for, padded_size, pick_level, read_codes, recode)
 from .image import MAX_IMAGE_PIXELS, MODES, from_tensor, pad_to, to_channels, to_tensor
 from .zoo import LoadedModel

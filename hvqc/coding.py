@@ -27,7 +27,7 @@ import torch
 from . import bitstream, entropy
 from .zoo import LoadedModel, ModelError, load
 
-__all__ = ["CompressResult", "compress_codes", "decompress_codes", "decode_levels", "pick_level", "level_shapes", "default_joint",
+__all__ = ["CompressResult", "group_pmfs", "compress_codes", "decompress_codes", "decode_levels", "pick_level", "level_shapes", "default_joint",
            "padded_size", "read_codes", "recode", "model_for"]
 
 
@@ -49,9 +49,23 @@ class CompressResult:
     estimated_bits: list[float]
 
 
-def _rows(logits: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
-    """``[1, K, *S]`` logits at ``mask`` positions -> ``[n, K]`` float64 numpy (row-major order)."""
-    return logits[0][:, mask].t().double().numpy()
+def group_pmfs(prior, indices: torch.Tensor, cond: torch.Tensor | None):
+    """Yield ``(mask, pmf)`` for each coding group of one level of one item, in coding
+    order: ``pmf`` is the integer table ``[n, K]`` of the group's positions (row-major).
+
+    ``indices`` ``[1, *S]`` is read lazily: a decoder fills ``indices[0][mask]`` before
+    asking for the next group; an encoder passes the finished codes. Both sides run
+    exactly this code, so they derive the same tables.
+    """
+    shape = tuple(indices.shape[1:])
+    base = prior.cond_term(cond, shape)
+    known = torch.zeros(shape, dtype=torch.bool)
+    for mask, offset in zip(prior.masks(shape), prior.offsets()):
+        if not mask.any():                  # a grid smaller than the phase
+            continue
+        logits = prior.logits_at(indices, known, base, offset)
+        yield mask, entropy.pmf_from_logits(logits[0].flatten(1).t().double().numpy())
+        known = known | mask
 
 
 @torch.no_grad()
@@ -73,8 +87,7 @@ def compress_codes(lm: LoadedModel, codes: list[torch.Tensor], lowest: int,
         prior = m.levels[l].prior
         cond = _cond(lm, l, codes[l + 1] if l + 1 < m.num_levels else None)
         enc, b = shared or entropy.Encoder(), 0.0
-        for mask, logits in prior.group_logits(codes[l], cond):
-            pmf = entropy.pmf_from_logits(_rows(logits, mask))
+        for mask, pmf in group_pmfs(prior, codes[l], cond):
             sym = codes[l][0][mask].numpy()
             enc.encode(sym, pmf)
             b += entropy.cost_bits(sym, pmf)
@@ -110,12 +123,9 @@ def decompress_codes(lm: LoadedModel, segments: list[bytes], shapes: list[tuple[
         prior = m.levels[l].prior
         cond = _cond(lm, l, upper)
         idx = torch.zeros((1, *shapes[l]), dtype=torch.long)
-        known = torch.zeros(shapes[l], dtype=torch.bool)
         dec = shared or entropy.Decoder(segments[i])
-        for mask in prior.masks(shapes[l]):
-            pmf = entropy.pmf_from_logits(_rows(prior.logits(idx, known, cond), mask))
+        for mask, pmf in group_pmfs(prior, idx, cond):
             idx[0][mask] = torch.from_numpy(dec.decode(pmf))
-            known = known | mask
         if not joint:
             dec.finish()
         out.append(idx)

@@ -8,6 +8,13 @@ the first group is coded from ``c_l`` alone, each later group also sees the code
 of the groups already coded. Every group is one parallel network call, so decoding
 costs ``phase**dims`` calls per level, not one per position.
 
+Training scores every group on the whole grid (:meth:`ContextPrior.group_logits`).
+The codec only needs each group's own positions, so it uses
+:meth:`ContextPrior.logits_at`: the conditioning's share of the first convolution is
+computed once per level (:meth:`ContextPrior.cond_term`), and the last residual block
+and the output layer run only on the group's sub-grid (a strided convolution). Same
+function, about half the arithmetic.
+
 The prior returns logits; turning them into integer tables is the entropy coder's
 job (:mod:`hvqc.entropy`).
 """
@@ -43,6 +50,11 @@ def phase_masks(shape: tuple[int, ...], phase: int) -> torch.Tensor:
                         for off in offsets])
 
 
+def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding,
+          stride: int = 1) -> torch.Tensor:
+    return (F.conv1d if x.dim() == 3 else F.conv2d)(x, weight, bias, stride, padding)
+
+
 class ContextPrior(nn.Module):
     """Group-wise autoregressive prior over code indices.
 
@@ -69,6 +81,17 @@ class ContextPrior(nn.Module):
     def masks(self, shape: tuple[int, ...], device=None) -> torch.Tensor:
         return phase_masks(tuple(shape), self.phase).to(device)
 
+    def offsets(self) -> list[tuple[int, ...]]:
+        """Grid offset of each coding group, in the order of :meth:`masks`: group ``g``
+        holds the positions ``offsets()[g] + phase * n`` along every axis."""
+        return _phase_order(self.phase, self.dims)
+
+    def _context(self, indices: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        """The first layer's input channels that carry coded indices: ``[B, embed + 1, *S]``."""
+        k = known.to(self.embed.weight.dtype)
+        e = self.embed(indices.clamp(0, self.num_codes - 1)).movedim(-1, 1) * k
+        return torch.cat([e, k.expand(indices.shape[0], 1, *indices.shape[1:])], 1)
+
     def logits(self, indices: torch.Tensor, known: torch.Tensor,
                cond: torch.Tensor | None) -> torch.Tensor:
         """Logits ``[B, K, *S]`` given the codes at ``known`` positions.
@@ -78,12 +101,44 @@ class ContextPrior(nn.Module):
             known: ``[*S]`` bool, the positions already coded.
             cond: ``[B, C, *S]`` conditioning prediction, or None at the top level.
         """
-        k = known.to(self.embed.weight.dtype)
-        e = self.embed(indices.clamp(0, self.num_codes - 1)).movedim(-1, 1) * k
-        parts = [e, k.expand(indices.shape[0], 1, *indices.shape[1:])]
+        parts = [self._context(indices, known)]
         if self.cond_channels:
-            parts.append(cond.to(e.dtype))
+            parts.append(cond.to(parts[0].dtype))
         return self.net(torch.cat(parts, 1))
+
+    def cond_term(self, cond: torch.Tensor | None, shape: tuple[int, ...], batch: int = 1) -> torch.Tensor:
+        """The first convolution's response to the conditioning plus its bias,
+        ``[B, hidden, *S]``: the part of its output that no coding group changes."""
+        first = self.net[0]
+        ctx = self.embed.embedding_dim + 1
+        if not self.cond_channels:
+            return first.bias.view(1, -1, *[1] * self.dims).expand(batch, -1, *shape)
+        return _conv(cond.to(first.weight.dtype), first.weight[:, ctx:], first.bias, first.padding)
+
+    def logits_at(self, indices: torch.Tensor, known: torch.Tensor, base: torch.Tensor,
+                  offset: tuple[int, ...]) -> torch.Tensor:
+        """:meth:`logits` on one coding group's sub-grid only (positions ``offset + phase * n``):
+        ``[B, K, *sub]``, equal to ``logits(...)`` sliced there up to float rounding.
+
+        ``base`` is :meth:`cond_term` of the level's conditioning. The residual blocks
+        but the last run on the whole grid (their outputs reach the group through
+        the 3x3 kernels); the last block's convolution runs strided from ``offset``.
+        """
+        first, blocks, out = self.net[0], self.net[1:-2], self.net[-1]
+        h = base
+        if known.any():                       # the first group sees no codes: skip zeros
+            ctx = self.embed.embedding_dim + 1
+            h = h + _conv(self._context(indices, known), first.weight[:, :ctx], None, first.padding)
+        sub = (..., *[slice(o, None, self.phase) for o in offset])
+        if not len(blocks):
+            return out(F.silu(h[sub]))
+        for block in blocks[:-1]:
+            h = block(h)
+        act, mid, act2, proj = blocks[-1].body
+        pad = mid.padding[0]
+        a = F.pad(act(h), (pad, pad) * self.dims)[(..., *[slice(o, None) for o in offset])]
+        h = h[sub] + proj(act2(_conv(a, mid.weight, mid.bias, 0, self.phase)))
+        return out(F.silu(h))
 
     def group_logits(self, indices: torch.Tensor, cond: torch.Tensor | None):
         """Yield ``(mask, logits)`` per coding group, each from the codes of earlier groups.

@@ -104,3 +104,28 @@ def test_forward_bits_near_log2k_and_differentiable(k, cond_ch, dims):
     assert p.embed.weight.grad.abs().sum() > 0
     assert p.net[-1].weight.grad.abs().sum() > 0
 
+
+
+@pytest.mark.parametrize("dims,cond_ch,grid,phase,blocks", [
+    (2, 4, (8, 10), 2, 2), (2, 0, (7, 9), 2, 2), (1, 3, (23,), 2, 2), (2, 0, (7, 8), 3, 1),
+    (2, 4, (1, 1), 1, 2), (2, 4, (3, 5), 2, 0), (1, 0, (9,), 3, 0), (2, 4, (1, 3), 2, 2),
+])
+def test_logits_at_equals_the_full_grid_logits_on_each_group(dims, cond_ch, grid, phase, blocks):
+    """The codec's sub-grid evaluation (shared conditioning term, strided last block)
+    is the same function as the training-time logits, group by group."""
+    torch.manual_seed(4)
+    p = ContextPrior(16, cond_ch, dims, embed=8, hidden=24, blocks=blocks, phase=phase).double().eval()
+    g = torch.Generator().manual_seed(5)
+    idx = torch.randint(0, 16, (1, *grid), generator=g)
+    cond = torch.randn(1, cond_ch, *grid, generator=g, dtype=torch.float64) if cond_ch else None
+    base = p.cond_term(cond, grid)
+    known = torch.zeros(grid, dtype=torch.bool)
+    with torch.no_grad():
+        for (mask, full), offset in zip(p.group_logits(idx, cond), p.offsets()):
+            if not mask.any():
+                continue
+            sub = p.logits_at(idx, known, base, offset)
+            assert sub.shape[2:] == tuple(-(-(n - o) // phase) for n, o in zip(grid, offset))
+            want = full[0][:, mask].t()
+            torch.testing.assert_close(sub[0].flatten(1).t(), want, rtol=0, atol=1e-12)
+            known = known | mask
