@@ -27,7 +27,7 @@ import torch
 from . import bitstream, entropy
 from .zoo import LoadedModel, ModelError, load
 
-__all__ = ["CompressResult", "group_pmfs", "compress_codes", "decompress_codes", "decode_levels", "pick_level", "level_shapes", "default_joint",
+__all__ = ["CompressResult", "group_pmfs", "compress_codes", "decompress_codes", "decode_levels", "pick_level", "level_shapes", "default_joint", "default_descent",
            "padded_size", "read_codes", "recode", "model_for"]
 
 
@@ -146,6 +146,15 @@ def default_joint(lm: LoadedModel) -> bool:
     return lm.info.get("stream", "split") == "joint"
 
 
+def default_descent(lm: LoadedModel) -> str:
+    """How a file cut above level 1 is decoded below its finest level (the manifest's
+    ``"descent"``): ``"hqa"`` re-quantizes each prediction from above
+    (:meth:`~hvqc.hierarchy.HierarchicalVQVAE.descend`), ``"mean"`` takes each prior's
+    mean codeword (:meth:`~hvqc.hierarchy.HierarchicalVQVAE.decode_mean`). It changes
+    only the decoded signal, never a file."""
+    return lm.info.get("descent", "hqa")
+
+
 def padded_size(lm: LoadedModel, h: bitstream.Header) -> tuple[int, ...]:
     """The signal size the model coded, padded to its top stride: ``(frames,)`` for
     speech (``width`` frames), ``(height, width)`` for images."""
@@ -178,6 +187,8 @@ def decode_levels(lm: LoadedModel, c: bitstream.Container, level: int | None = N
         count = h.levels.index(level) + 1
     codes = read_codes(lm, c, count)
     lowest = lm.model.num_levels - len(codes)      # 0-based level of the finest codes
+    if lowest and default_descent(lm) == "mean":
+        return lm.model.decode_mean(lowest, codes[-1])
     down = lm.model64.descend(lowest, codes[-1])
     return lm.model.predict(0, down[0])
 

@@ -90,13 +90,18 @@ def test_codes_survive_the_coder(tiny, big_img):
     assert torch.equal(back2[0], codes[2]) and torch.equal(back2[1], codes[1])
 
 
-def test_decoded_image_is_the_models_decoding(tiny, big_img):
+@pytest.mark.parametrize("descent", ["hqa", "mean"])
+def test_decoded_image_is_the_models_decoding(tiny, big_img, descent, monkeypatch):
+    monkeypatch.setitem(tiny.info, "descent", descent)
     data = api.compress(big_img, tiny, level=2)
     x, _ = to_tensor(big_img)
     codes = tiny.model.encode(x)
     with torch.no_grad():
-        down = tiny.model64.descend(1, codes[1])
-        want = tiny.model.predict(0, down[0]).clamp(0, 1)
+        if descent == "mean":
+            want = tiny.model.decode_mean(1, codes[1]).clamp(0, 1)
+        else:
+            down = tiny.model64.descend(1, codes[1])
+            want = tiny.model.predict(0, down[0]).clamp(0, 1)
     want = (want[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
     assert np.array_equal(pixels(api.decompress(data)), want)
 
@@ -131,7 +136,9 @@ def test_bpp_picks_finest_level_under_target(tiny, files, photo_img):
     assert res.note.startswith("no level reaches") and "level 3" in res.note
 
 
-def test_same_result_across_thread_counts(tiny, big_img):
+@pytest.mark.parametrize("descent", ["hqa", "mean"])
+def test_same_result_across_thread_counts(tiny, big_img, descent, monkeypatch):
+    monkeypatch.setitem(tiny.info, "descent", descent)
     before = torch.get_num_threads()
     try:
         out = {}

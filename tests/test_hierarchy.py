@@ -77,6 +77,33 @@ def test_descend_requantizes_missing_levels(model, x):
         assert torch.equal(model.decode(2, codes[2]), model.predict(0, down[0]))
 
 
+def test_expected_is_the_priors_mean_codeword(model, x):
+    codes = model.encode(x)
+    lv = model.levels[0]
+    with torch.no_grad():
+        cond = model.predict(1, codes[1])
+        e = model.expected(0, cond)
+        none = torch.zeros(codes[0].shape[1:], dtype=torch.bool)
+        p = torch.softmax(lv.prior.logits(torch.zeros_like(codes[0]), none, cond), 1)
+    assert e.shape == (1, lv.quantizer.dim, *codes[0].shape[1:])
+    for i, j in [(0, 0), (3, 5), (15, 23)]:
+        torch.testing.assert_close(e[0, :, i, j], p[0, :, i, j] @ lv.quantizer.codewords())
+    assert (e.norm(dim=1) <= 1 + 1e-5).all()            # inside the ball the codewords span
+    assert not torch.allclose(e, lv.quantizer.decode(codes[0]))
+
+
+def test_decode_mean_feeds_each_mean_to_the_level_below(model, x):
+    codes = model.encode(x)
+    with torch.no_grad():
+        assert torch.equal(model.decode_mean(0, codes[0]), model.predict(0, codes[0]))
+        q1 = model.expected(1, model.predict(2, codes[2]))
+        q0 = model.expected(0, model.levels[1].decoder(q1))
+        out = model.decode_mean(2, codes[2])
+    assert out.shape == x.shape
+    assert torch.equal(out, model.levels[0].decoder(q0))
+    assert not torch.allclose(out, model.decode(2, codes[2]))
+
+
 def test_forward_losses_and_gradients():
     torch.manual_seed(2)
     m = HierarchicalVQVAE(tiny_config()).train()
