@@ -42,11 +42,10 @@ from pytorch_msssim import ssim
 from torch import nn
 from torchvision.utils import save_image
 
-from hvqc import bitstream, entropy
 from hvqc.analysis.metrics import psnr
 from hvqc.api import decompress
-from hvqc.codec import _cond, compress_image
-from hvqc.coding import group_pmfs
+from hvqc.codec import compress_image
+from hvqc.coding import compress_cuts
 from hvqc.datasets import celeba, mnist
 from hvqc.image import from_tensor, to_channels, to_tensor
 from hvqc.publish import record_rates
@@ -110,19 +109,8 @@ def classify(net: DigitNet, x: torch.Tensor) -> torch.Tensor:
 def coded_bits(lm, codes: list[torch.Tensor]) -> tuple[list[int], list[float]]:
     """For one image's codes (``[1, *S]`` per level, bottom first): the payload bytes of
     the joint file cut at each level and the ideal bits of each level, both bottom first."""
-    m = lm.model64
-    n = m.num_levels
-    encoders = [entropy.Encoder() for _ in range(n)]        # encoder c holds levels top..c
-    ideal = [0.0] * n
-    for l in range(n - 1, -1, -1):
-        prior = m.levels[l].prior
-        cond = _cond(lm, l, codes[l + 1] if l + 1 < n else None)
-        for mask, pmf in group_pmfs(prior, codes[l], cond):
-            sym = codes[l][0][mask].numpy()
-            for c in range(l + 1):
-                encoders[c].encode(sym, pmf)
-            ideal[l] += entropy.cost_bits(sym, pmf)
-    return [len(e.finish()) for e in encoders], ideal
+    cuts, bits = compress_cuts(lm, codes, 0, joint=True)
+    return [len(cuts[(l, 0)][0]) for l in range(lm.model.num_levels)], bits[::-1]
 
 
 def to8(x: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ class FileResult:
     level: int
     bpp: float
     note: str = ""
+    groups: int = 0      # a refinement of ``level`` by its first coding groups (0: whole level)
 
 
 def _image(image) -> Image.Image:
@@ -35,14 +36,16 @@ def _image(image) -> Image.Image:
 
 def compress_file(image, lm: LoadedModel, level: int | None = None,
                   bpp: float | None = None, joint: bool | None = None) -> FileResult:
+    """Code an image at ``level`` (default 1), or at the finest level or refinement
+    between levels (:func:`hvqc.coding.file_cuts`) whose whole file fits ``bpp``."""
     img = _image(image)
     pixels = img.width * img.height
     if bpp is None:
         lv = level if level is not None else 1
         data = compress_image(lm, img, lv, joint).data
         return FileResult(data, lv, 8 * len(data) / pixels)
-    data, lv, note = pick_level(compress_image(lm, img, 1, joint).data, pixels, bpp, "bpp", lm)
-    return FileResult(data, lv, 8 * len(data) / pixels, note)
+    data, lv, groups, note = pick_level(compress_image(lm, img, 1, joint).data, pixels, bpp, "bpp", lm)
+    return FileResult(data, lv, 8 * len(data) / pixels, note, groups)
 
 
 def compress(image, model: str | LoadedModel = DEFAULT_MODEL, level: int | None = None,
@@ -53,7 +56,8 @@ def compress(image, model: str | LoadedModel = DEFAULT_MODEL, level: int | None 
         image: a file path or a PIL image of any mode.
         model: a model name or a loaded model.
         level: finest level to transmit (1 = best quality); default 1.
-        bpp: alternatively a target rate; the finest level at or below it is chosen.
+        bpp: alternatively a target rate: the finest level, or refinement between two
+            levels, at or below it is chosen.
         joint: code all levels in one stream (smaller for tiny images; cut only with
             the model). Default: the model's choice (``hvqc models``).
     """
@@ -77,6 +81,7 @@ def describe(data: bytes) -> dict:
     out = {"model": h.model, "weights_hash": h.weights_hash.hex(), "width": h.width,
             "height": h.height, "mode": h.mode, "num_levels": h.num_levels,
             "modality": ["image", "speech"][h.modality], "stream": "joint" if h.joint else "split",
+            "groups": h.groups,
             "levels": [{"level": l, "payload_bytes": n} for l, n in zip(h.levels, per_level)],
             "payload_bytes": payload, "extra_bytes": extra, "total_bytes": len(data),
             "header_bytes": len(data) - payload - extra, "bpp": 8 * len(data) / (h.width * h.height)}

@@ -5,13 +5,16 @@ Layout::
 
     MAGIC(4) | version u8 | flags u8 | len(model) u8 | model ascii | weights_hash(4)
     | varint width | varint height | mode u8 | (num_levels << 4 | len(levels)) u8
+    | [u8 groups, only when the partial flag is set]
     | [varint sample_rate, only when modality == 1]
     | u8 number of extras | per extra: tag u8 + varint length
     | per segment: varint segment length
     | extras bytes (tag order) | segment bytes (top level first) | CRC32 u32
 
-The flags byte holds the modality in its low 2 bits and the ``joint`` bit (0x04);
-other bits must be 0. A split file (the default) has one coder segment per level
+The flags byte holds the modality in its low 2 bits, the ``joint`` bit (0x04) and
+the ``partial`` bit (0x08: the finest level present carries only its first ``groups``
+coding groups, a refinement between two levels; the decoder fills in the rest from
+the prior); other bits must be 0. A split file (the default) has one coder segment per level
 present, so levels can be dropped without a model (:func:`truncate`); a joint file
 has all levels in one segment, which saves the coder's final-word overhead per
 level (up to 32 bits each) where files are tiny (digits, thumbnails). The
@@ -39,6 +42,7 @@ HASH_LEN = 4
 _MAX_VARINT_BYTES = 5
 _MODALITY_MASK = 0x03
 _JOINT = 0x04
+_PARTIAL = 0x08
 _BLOB = (bytes, bytearray, memoryview)
 
 
@@ -60,6 +64,7 @@ class Header:
     modality: int = 0  # 0 = image, 1 = speech (width = 10 ms frames, height = 1)
     sample_rate: int = 0  # only for modality 1 (then >= 1)
     joint: bool = False  # all levels in one coder segment (else one segment per level)
+    groups: int = 0  # coding groups of the finest level present (0 = all of them)
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,8 @@ def _validate(c: Container) -> None:
         raise ValueError(f"sample_rate must be a positive int for modality 1, got {h.sample_rate!r}")
     if h.modality != 1 and h.sample_rate != 0:
         raise ValueError(f"sample_rate is only allowed for modality 1, got {h.sample_rate!r}")
+    if not (_is_int(h.groups) and 0 <= h.groups <= 255):
+        raise ValueError(f"groups must be an int in 0..255, got {h.groups!r}")
     if not isinstance(h.joint, bool):
         raise ValueError(f"joint must be a bool, got {h.joint!r}")
     need = 1 if h.joint else len(lv)
@@ -165,9 +172,11 @@ def write(c: Container) -> bytes:
     model = h.model.encode("ascii")
     extras = sorted(c.extras.items())
     out = bytearray(MAGIC)
-    out += struct.pack("<BBB", VERSION, h.modality | (_JOINT if h.joint else 0), len(model)) + model + bytes(h.weights_hash)
+    flags = h.modality | (_JOINT if h.joint else 0) | (_PARTIAL if h.groups else 0)
+    out += struct.pack("<BBB", VERSION, flags, len(model)) + model + bytes(h.weights_hash)
     out += _varint(h.width) + _varint(h.height)
     out += struct.pack("<BB", MODES.index(h.mode), h.num_levels << 4 | len(h.levels))
+    out += bytes([h.groups]) if h.groups else b""
     out += _varint(h.sample_rate) if h.modality == 1 else b""
     out += bytes([len(extras)]) + b"".join(bytes([t]) + _varint(len(b)) for t, b in extras)
     out += b"".join(_varint(len(s)) for s in c.segments)
@@ -191,6 +200,7 @@ def _parse(data: bytes) -> tuple[Header, list[tuple[int, int]], list[int], int, 
     _check_size(width, height, FormatError)
     mode_idx, packed = r.u8(), r.u8()
     num_levels, count = packed >> 4, packed & 0x0F
+    groups = r.u8() if flags & _PARTIAL else 0
     modality = flags & _MODALITY_MASK
     sample_rate = r.varint() if modality == 1 else 0
     extras = [(r.u8(), r.varint()) for _ in range(r.u8())]
@@ -203,8 +213,10 @@ def _parse(data: bytes) -> tuple[Header, list[tuple[int, int]], list[int], int, 
     (stored,) = struct.unpack_from("<I", data, total - 4)
     if zlib.crc32(memoryview(data)[:total - 4]) != stored:
         raise FormatError("corrupt file: CRC32 mismatch")
-    if flags & ~(_MODALITY_MASK | _JOINT):
+    if flags & ~(_MODALITY_MASK | _JOINT | _PARTIAL):
         raise FormatError(f"corrupt file: unknown flag bits 0x{flags:02x}")
+    if flags & _PARTIAL and groups == 0:
+        raise FormatError("corrupt file: partial level with 0 coding groups")
     if modality not in MODALITIES:
         raise FormatError(f"corrupt file: unknown modality {modality}")
     if modality == 1 and sample_rate == 0:
@@ -224,7 +236,7 @@ def _parse(data: bytes) -> tuple[Header, list[tuple[int, int]], list[int], int, 
         raise FormatError(f"corrupt file: {len(data) - total} trailing bytes")
     levels = tuple(range(num_levels, num_levels - count, -1))
     header = Header(model_raw.decode(), weights_hash, width, height, MODES[mode_idx],
-                    num_levels, levels, modality, sample_rate, joint)
+                    num_levels, levels, modality, sample_rate, joint, groups)
     return header, extras, seg_lens, body, total
 
 
@@ -263,7 +275,8 @@ def truncate(data: bytes, lowest_level: int) -> bytes:
 
     Args:
         data: A complete ``.hvqc`` file; its extras are kept.
-        lowest_level: The finest level to keep; it and all levels above it stay.
+        lowest_level: The finest level to keep; it and all levels above it stay (a
+            partial finest level stays partial if it is the one kept).
 
     Raises:
         FormatError: If ``data`` is invalid or ``lowest_level`` is not present in it, or
@@ -278,5 +291,6 @@ def truncate(data: bytes, lowest_level: int) -> bytes:
         raise FormatError(f"cannot truncate to level {lowest_level}: file holds levels "
                           f"{', '.join(map(str, levels))}")
     keep = levels.index(lowest_level) + 1
-    header = replace(c.header, levels=levels[:keep])
+    header = replace(c.header, levels=levels[:keep],
+                     groups=c.header.groups if keep == len(levels) else 0)
     return write(Container(header, c.segments[:keep], c.extras))

@@ -165,7 +165,8 @@ def encode(inputs: List[Path] = typer.Argument(..., help="Image files or folders
            level: Optional[int] = typer.Option(None, "--level", "-l",
                                                help="Finest level to transmit (1 = best quality)."),
            bpp: Optional[float] = typer.Option(None, "--bpp",
-                                               help="Target rate: the finest level at or below it."),
+                                               help="Target rate: the finest level, or refinement "
+                                               "between levels, at or below it."),
            joint: Optional[bool] = typer.Option(None, "--joint/--split",
                                                 help="One coder stream for all levels (smaller "
                                                 "for tiny images) or one per level (cut without "
@@ -247,6 +248,8 @@ def info(file: Path = typer.Argument(..., help="An .hvqc file."),
                    f"(one joint stream, {d['payload_bytes']} bytes)")
     for lv in d["levels"] if d["stream"] == "split" else []:
         typer.echo(f"level {lv['level']}    {lv['payload_bytes']} bytes")
+    if d["groups"]:
+        typer.echo(f"refinement level {d['levels'][-1]['level']}: its first {d['groups']} coding groups")
     typer.echo(f"header     {d['header_bytes']} bytes")
     if d["modality"] == "speech":
         rate = f" ({d['bps']:.0f} bits/s)" if d.get("bps") is not None else ""
@@ -609,8 +612,9 @@ def speech_encode(inputs: List[Path] = typer.Argument(..., help="WAV files or fo
                                                       help="Finest level to transmit (1 = every "
                                                            "20 ms, best quality)."),
                   kbps: Optional[float] = typer.Option(None, "--kbps",
-                                                       help="Target rate: the finest level whose "
-                                                            "file is at or below it."),
+                                                       help="Target rate: the finest level, or "
+                                                            "refinement between levels, whose file "
+                                                            "is at or below it."),
                   force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs.")):
     """Compress WAV audio (mono or multi-channel, 8-48 kHz, PCM or float) into .hvqc files.
 

@@ -16,7 +16,8 @@ from PIL import Image
 
 from . import bitstream
 from .coding import (CompressResult, _cond, compress_codes, decode_levels, decompress_codes,  # noqa: F401
-                     default_joint, level_shapes, model_for, padded_size, pick_level, read_codes, recode)
+                     default_joint, file_cuts, level_shapes, model_for, num_groups, padded_size, pick_level,
+                     read_codes, recode)
 from .image import MAX_IMAGE_PIXELS, MODES, from_tensor, pad_to, to_channels, to_tensor
 from .zoo import LoadedModel
 
@@ -28,28 +29,33 @@ ALPHA_TAG = 1   # extras tag: zlib-deflated 8-bit alpha plane, row-major
 
 @torch.no_grad()
 def compress_image(lm: LoadedModel, img: Image.Image, level: int = 1,
-                   joint: bool | None = None) -> CompressResult:
+                   joint: bool | None = None, groups: int = 0) -> CompressResult:
     """Code an image (a :data:`hvqc.image.MODES` mode) down to ``level`` (1 = finest).
 
     ``joint`` codes all levels into one stream (default: :func:`default_joint`).
+    ``groups`` (1 .. groups of the level - 1) sends only the first coding groups of
+    ``level``: a rate between it and the level above, the rest filled in by its prior.
     """
     if lm.modality != "image":
         raise ValueError(f"model {lm.name!r} is a {lm.modality} model, not an image model")
     n = lm.model.num_levels
     if not 1 <= level <= n:
         raise ValueError(f"level must be in 1..{n} for model {lm.name!r}, got {level}")
+    if groups and not 0 < groups < num_groups(lm, level - 1):
+        raise ValueError(f"groups must be in 1..{num_groups(lm, level - 1) - 1} for level {level} "
+                         f"of model {lm.name!r}, got {groups}")
     if img.mode not in MODES:
         raise ValueError(f"unsupported image mode {img.mode!r}")
     joint = default_joint(lm) if joint is None else joint
     x, alpha = to_tensor(img)
     xp = pad_to(to_channels(x, lm.model.config.channels), lm.model.config.stride(n - 1))
     codes = lm.model.encode(xp)
-    segs, bits = compress_codes(lm, codes, level - 1, joint)
+    segs, bits = compress_codes(lm, codes, level - 1, joint, groups)
     extras = {ALPHA_TAG: zlib.compress(alpha.tobytes(), 9)} if alpha is not None else {}
     levels = tuple(range(n, level - 1, -1))
     header = bitstream.Header(model=lm.name, weights_hash=lm.hash_prefix, width=img.width,
                               height=img.height, mode=img.mode, num_levels=n, levels=levels,
-                              joint=joint)
+                              joint=joint, groups=groups)
     data = bitstream.write(bitstream.Container(header, tuple(segs), extras))
     return CompressResult(data, levels, [len(s) for s in segs], bits)
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 
 from . import bitstream, entropy
 from .zoo import LoadedModel, ModelError, load
 
-__all__ = ["CompressResult", "group_pmfs", "compress_codes", "decompress_codes", "decode_levels", "pick_level", "level_shapes", "default_joint", "default_descent",
+__all__ = ["CompressResult", "group_pmfs", "num_groups", "compress_codes", "compress_cuts", "decompress_codes",
+           "file_cuts", "cut_name", "decode_levels", "pick_level", "level_shapes", "default_joint", "default_descent",
            "padded_size", "read_codes", "recode", "model_for"]
 
 
@@ -49,9 +49,10 @@ class CompressResult:
     estimated_bits: list[float]
 
 
-def group_pmfs(prior, indices: torch.Tensor, cond: torch.Tensor | None):
-    """Yield ``(mask, pmf)`` for each coding group of one level of one item, in coding
-    order: ``pmf`` is the integer table ``[n, K]`` of the group's positions (row-major).
+def group_pmfs(prior, indices: torch.Tensor, cond: torch.Tensor | None, groups: int = 0):
+    """Yield ``(group, mask, pmf)`` for each coding group of one level of one item, in
+    coding order (the first ``groups`` only, if given): ``pmf`` is the integer table
+    ``[n, K]`` of the group's positions (row-major).
 
     ``indices`` ``[1, *S]`` is read lazily: a decoder fills ``indices[0][mask]`` before
     asking for the next group; an encoder passes the finished codes. Both sides run
@@ -60,12 +61,24 @@ def group_pmfs(prior, indices: torch.Tensor, cond: torch.Tensor | None):
     shape = tuple(indices.shape[1:])
     base = prior.cond_term(cond, shape)
     known = torch.zeros(shape, dtype=torch.bool)
-    for mask, offset in zip(prior.masks(shape), prior.offsets()):
+    for g, (mask, offset) in enumerate(zip(prior.masks(shape), prior.offsets())):
+        if groups and g >= groups:
+            return
         if not mask.any():                  # a grid smaller than the phase
             continue
         logits = prior.logits_at(indices, known, base, offset)
-        yield mask, entropy.pmf_from_logits(logits[0].flatten(1).t().double().numpy())
+        yield g, mask, entropy.pmf_from_logits(logits[0].flatten(1).t().double().numpy())
         known = known | mask
+
+
+def num_groups(lm: LoadedModel, level: int) -> int:
+    """Coding groups of a level (0-based): a file can stop after any of them."""
+    return len(lm.model.levels[level].prior.offsets())
+
+
+def known_positions(lm: LoadedModel, level: int, shape: tuple[int, ...], groups: int) -> torch.Tensor:
+    """The positions of a level's grid that its first ``groups`` coding groups hold."""
+    return lm.model.levels[level].prior.masks(shape)[:groups].any(0)
 
 
 @torch.no_grad()
@@ -75,8 +88,9 @@ def _cond(lm: LoadedModel, level: int, upper: torch.Tensor | None) -> torch.Tens
 
 @torch.no_grad()
 def compress_codes(lm: LoadedModel, codes: list[torch.Tensor], lowest: int,
-                   joint: bool = False) -> tuple[list[bytes], list[float]]:
+                   joint: bool = False, groups: int = 0) -> tuple[list[bytes], list[float]]:
     """Entropy-code levels ``top .. lowest`` (0-based) of one item; ``codes[l]`` is ``[1, *S_l]``.
+    With ``groups``, level ``lowest`` stops after its first ``groups`` coding groups.
 
     Returns the segments (one per level, top first; a single one if ``joint``) and
     the ideal bits of each level, top first.
@@ -87,7 +101,7 @@ def compress_codes(lm: LoadedModel, codes: list[torch.Tensor], lowest: int,
         prior = m.levels[l].prior
         cond = _cond(lm, l, codes[l + 1] if l + 1 < m.num_levels else None)
         enc, b = shared or entropy.Encoder(), 0.0
-        for mask, pmf in group_pmfs(prior, codes[l], cond):
+        for _, mask, pmf in group_pmfs(prior, codes[l], cond, groups if l == lowest else 0):
             sym = codes[l][0][mask].numpy()
             enc.encode(sym, pmf)
             b += entropy.cost_bits(sym, pmf)
@@ -102,7 +116,7 @@ def compress_codes(lm: LoadedModel, codes: list[torch.Tensor], lowest: int,
 @torch.no_grad()
 def decompress_codes(lm: LoadedModel, segments: list[bytes], shapes: list[tuple[int, ...]],
                      count: int | None = None, joint: bool = False,
-                     exact: bool = True) -> list[torch.Tensor]:
+                     exact: bool = True, groups: int = 0) -> list[torch.Tensor]:
     """Inverse of :func:`compress_codes`: segments top first; ``shapes[l]`` is level ``l``'s grid.
 
     Args:
@@ -111,6 +125,8 @@ def decompress_codes(lm: LoadedModel, segments: list[bytes], shapes: list[tuple[
         joint: ``segments`` is a single stream holding every level.
         exact: check that a joint stream ends after the ``count`` levels (each split
             segment is always checked).
+        groups: the last decoded level holds only its first ``groups`` coding groups
+            (its other positions are returned as 0).
 
     Returns the codes of the decoded levels, top level first.
     """
@@ -124,7 +140,7 @@ def decompress_codes(lm: LoadedModel, segments: list[bytes], shapes: list[tuple[
         cond = _cond(lm, l, upper)
         idx = torch.zeros((1, *shapes[l]), dtype=torch.long)
         dec = shared or entropy.Decoder(segments[i])
-        for mask, pmf in group_pmfs(prior, idx, cond):
+        for _, mask, pmf in group_pmfs(prior, idx, cond, groups if i == count - 1 else 0):
             idx[0][mask] = torch.from_numpy(dec.decode(pmf))
         if not joint:
             dec.finish()
@@ -133,6 +149,39 @@ def decompress_codes(lm: LoadedModel, segments: list[bytes], shapes: list[tuple[
     if joint and exact:
         shared.finish()
     return out
+
+
+@torch.no_grad()
+def compress_cuts(lm: LoadedModel, codes: list[torch.Tensor], lowest: int = 0,
+                  joint: bool = False) -> tuple[dict[tuple[int, int], list[bytes]], list[float]]:
+    """Every cut of one item's codes down to level ``lowest`` (0-based), in one pass
+    through the priors.
+
+    Returns ``(cuts, bits)``: ``cuts[(level, groups)]`` holds the segments
+    :func:`compress_codes` writes for ``(lowest=level, groups)`` (``groups`` 0: the whole
+    level, else its first ``groups`` coding groups), ``bits`` the ideal bits of each
+    level, top first. A split cut shares the whole segments of the levels above it; a
+    joint cut has its own stream.
+    """
+    m = lm.model64
+    n = m.num_levels
+    keys = [(l, g) for l in range(n - 1, lowest - 1, -1) for g in (*range(1, num_groups(lm, l)), 0)]
+    encs = {k: entropy.Encoder() for k in keys}
+    bits = []
+    for l in range(n - 1, lowest - 1, -1):
+        cond = _cond(lm, l, codes[l + 1] if l + 1 < n else None)
+        b = 0.0
+        for j, mask, pmf in group_pmfs(m.levels[l].prior, codes[l], cond):
+            sym = codes[l][0][mask].numpy()
+            for (kl, kg), enc in encs.items():
+                if (kl == l and (kg == 0 or j < kg)) or (joint and kl < l):
+                    enc.encode(sym, pmf)
+            b += entropy.cost_bits(sym, pmf)
+        bits.append(b)
+    done = {k: e.finish() for k, e in encs.items()}
+    cuts = {(l, g): [done[(l, g)]] if joint else [done[(u, 0)] for u in range(n - 1, l, -1)] + [done[(l, g)]]
+            for l, g in keys}
+    return cuts, bits
 
 
 def level_shapes(lm: LoadedModel, size: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -164,13 +213,25 @@ def padded_size(lm: LoadedModel, h: bitstream.Header) -> tuple[int, ...]:
     return -(-h.height // stride) * stride, -(-h.width // stride) * stride
 
 
+def file_groups(lm: LoadedModel, h: bitstream.Header, count: int) -> int:
+    """Coding groups held by the finest of the top ``count`` levels of a file (0: all)."""
+    if count < len(h.levels) or not h.groups:
+        return 0
+    have = num_groups(lm, h.levels[-1] - 1)
+    if h.groups >= have:
+        raise bitstream.FormatError(f"corrupt file: {h.groups} coding groups of level "
+                                    f"{h.levels[-1]}, which has {have}")
+    return h.groups
+
+
 def read_codes(lm: LoadedModel, c: bitstream.Container, count: int) -> list[torch.Tensor]:
-    """The codes of the top ``count`` levels of a container, top first."""
+    """The codes of the top ``count`` levels of a container, top first (a partial finest
+    level has zeros where it holds no codes)."""
     h = c.header
     segs = list(c.segments) if h.joint else list(c.segments[:count])
     try:
         return decompress_codes(lm, segs, level_shapes(lm, padded_size(lm, h)), count, h.joint,
-                                exact=count == len(h.levels))
+                                exact=count == len(h.levels), groups=file_groups(lm, h, count))
     except entropy.CoderError as e:
         raise bitstream.FormatError(str(e)) from None
 
@@ -187,6 +248,10 @@ def decode_levels(lm: LoadedModel, c: bitstream.Container, level: int | None = N
         count = h.levels.index(level) + 1
     codes = read_codes(lm, c, count)
     lowest = lm.model.num_levels - len(codes)      # 0-based level of the finest codes
+    groups = file_groups(lm, h, count)
+    if groups:                                     # a refinement: the prior fills the rest
+        known = known_positions(lm, lowest, tuple(codes[-1].shape[1:]), groups)
+        return lm.model.decode_mean(lowest, codes[-1], known, codes[-2] if len(codes) > 1 else None)
     if lowest and default_descent(lm) == "mean":
         return lm.model.decode_mean(lowest, codes[-1])
     down = lm.model64.descend(lowest, codes[-1])
@@ -207,27 +272,53 @@ def recode(data: bytes, level: int, lm: LoadedModel | None = None) -> bytes:
     lm = model_for(h, lm)
     count = h.levels.index(level) + 1
     top = lm.model.num_levels - 1
+    groups = file_groups(lm, h, count)
     codes = dict(zip(range(top, top - count, -1), read_codes(lm, c, count)))
-    segs, _ = compress_codes(lm, [codes.get(l) for l in range(top + 1)], level - 1, joint=True)
-    header = replace(h, levels=h.levels[:count])
+    segs, _ = compress_codes(lm, [codes.get(l) for l in range(top + 1)], level - 1, True, groups)
+    header = replace(h, levels=h.levels[:count], groups=groups)
     return bitstream.write(bitstream.Container(header, tuple(segs), c.extras))
 
 
+def file_cuts(data: bytes, lm: LoadedModel | None = None) -> list[tuple[bytes, int, int]]:
+    """Every file a complete file can be cut to, finest (largest) first:
+    ``(bytes, level, groups)`` for each level present and each refinement of it by its
+    first ``groups`` coding groups (0 = the whole level). One decode and one pass
+    through the priors (:func:`compress_cuts`); the same bytes as encoding each cut."""
+    c = bitstream.read(data)
+    h = c.header
+    if h.groups:
+        raise ValueError("the file is already a refinement; cut the complete file")
+    lm = model_for(h, lm)
+    n = lm.model.num_levels
+    lowest = h.levels[-1] - 1
+    codes = dict(zip(range(n - 1, lowest - 1, -1), read_codes(lm, c, len(h.levels))))
+    cuts, _ = compress_cuts(lm, [codes.get(l) for l in range(n)], lowest, h.joint)
+    out = []
+    for (l, g), segs in cuts.items():
+        header = replace(h, levels=tuple(range(n, l, -1)), groups=g)
+        out.append((bitstream.write(bitstream.Container(header, tuple(segs), c.extras)), l + 1, g))
+    return out[::-1]
+
+
+def cut_name(lm: LoadedModel, level: int, groups: int) -> str:
+    """``"level 2"`` or, for a refinement, ``"level 2, 3 of 4 groups"``."""
+    return f"level {level}" + (f", {groups} of {num_groups(lm, level - 1)} groups" if groups else "")
+
+
 def pick_level(data: bytes, size: float, target: float, unit: str,
-               lm: LoadedModel | None = None) -> tuple[bytes, int, str]:
-    """The finest level of a file coded at level 1 whose whole file is at or below
-    ``target`` (rate = ``8 * bytes / size``: ``size`` in pixels for bpp, in
-    milliseconds for kbps). Returns ``(bytes, level, note)``; if no level fits, the
-    coarsest with a note saying so."""
-    header, _, _ = bitstream.peek_header(data)
-    for level in sorted(header.levels):            # finest first
-        cut = data if level == min(header.levels) else recode(data, level, lm)
+               lm: LoadedModel | None = None) -> tuple[bytes, int, int, str]:
+    """The finest cut of a complete file (:func:`file_cuts`: levels and the refinements
+    between them) whose whole file is at or below ``target`` (rate = ``8 * bytes /
+    size``: ``size`` in pixels for bpp, in milliseconds for kbps). Returns ``(bytes,
+    level, groups, note)``; if no cut fits, the coarsest with a note saying so."""
+    lm = model_for(bitstream.peek_header(data)[0], lm)
+    cuts = file_cuts(data, lm)
+    for cut, level, groups in cuts:
         if 8 * len(cut) / size <= target:
-            return cut, level, ""
-    level = max(header.levels)
-    cut = recode(data, level, lm)
-    return cut, level, (f"no level reaches {target:g} {unit}; wrote the coarsest (level {level}, "
-                        f"{8 * len(cut) / size:.4f} {unit})")
+            return cut, level, groups, ""
+    cut, level, groups = cuts[-1]
+    return cut, level, groups, (f"no level reaches {target:g} {unit}; wrote the coarsest "
+                                f"({cut_name(lm, level, groups)}, {8 * len(cut) / size:.4f} {unit})")
 
 
 def model_for(header: bitstream.Header, lm: LoadedModel | None = None) -> LoadedModel:

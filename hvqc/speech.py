@@ -231,12 +231,14 @@ class SpeechFile:
     level: int
     bps: float          # bits per second of the whole file
     note: str = ""
+    groups: int = 0     # a refinement of ``level`` by its first coding groups (0: whole level)
 
 
 def compress_speech_file(src, lm: LoadedModel, level: int | None = None,
                          kbps: float | None = None, joint: bool | None = None) -> SpeechFile:
     """Code a WAV file (path, file object or ``(waveform, rate)``) at ``level`` or at the
-    finest level whose whole file fits ``kbps`` (the coarsest, with a note, if none does)."""
+    finest level or refinement between levels whose whole file fits ``kbps`` (the
+    coarsest, with a note, if none does)."""
     if level is not None and kbps is not None:
         raise ValueError("give level or kbps, not both")
     if isinstance(src, tuple):
@@ -249,5 +251,5 @@ def compress_speech_file(src, lm: LoadedModel, level: int | None = None,
         data = compress_speech(lm, x, sr, lv, joint).data
         return SpeechFile(data, lv, 8 * len(data) / seconds)
     data = compress_speech(lm, x, sr, 1, joint).data
-    cut, lv, note = pick_level(data, 1000 * seconds, kbps, "kbps", lm)
-    return SpeechFile(cut, lv, 8 * len(cut) / seconds, note)
+    cut, lv, groups, note = pick_level(data, 1000 * seconds, kbps, "kbps", lm)
+    return SpeechFile(cut, lv, 8 * len(cut) / seconds, note, groups)

@@ -38,11 +38,12 @@ def craft(*, version=VERSION, flags=0, model=b"photo", size=(768, 512), mode=2,
 
 
 def make(levels=(3, 2, 1), num_levels=3, size=(768, 512), mode="RGB", extras=None,
-         modality=0, sample_rate=0, model="photo", seg_sizes=None) -> Container:
+         modality=0, sample_rate=0, model="photo", seg_sizes=None, groups=0) -> Container:
     rng = random.Random(len(levels) * 1000 + size[0])
     seg_sizes = seg_sizes or [17 * (i + 1) for i in range(len(levels))]
     segs = tuple(bytes(rng.randrange(256) for _ in range(n)) for n in seg_sizes)
-    h = Header(model, HASH, size[0], size[1], mode, num_levels, tuple(levels), modality, sample_rate)
+    h = Header(model, HASH, size[0], size[1], mode, num_levels, tuple(levels), modality, sample_rate,
+               groups=groups)
     return Container(h, segs, dict(extras or {}))
 
 
@@ -55,6 +56,8 @@ CASES = {
     "tiny": make(size=(1, 1)),
     "wide": make(size=(MAX_SIDE, 1)),
     "big_segments": make(seg_sizes=[300, 2500, 70000]),
+    "refinement": make(levels=(3, 2), groups=2),
+    "speech_refinement": make(levels=(2,), num_levels=2, modality=1, sample_rate=8000, groups=255),
 }
 
 
@@ -104,6 +107,23 @@ def test_truncate(lowest):
     assert back.segments == c.segments[:keep]
     assert back.extras == c.extras
     assert len(small) < len(write(c)) or lowest == 1
+
+
+def test_refinement_layout_and_truncation():
+    """A refinement sets flag 0x08 and stores its group count after the levels byte; a
+    complete file is byte-for-byte what it was before refinements existed."""
+    full, part = write(make()), write(make(groups=3))
+    assert full[5] == 0x00 and part[5] == 0x08
+    at = 4 + 3 + len(b"photo") + 4 + len(leb128(768) + leb128(512)) + 2
+    assert part[at] == 3 and part[:5] + part[6:at] == full[:5] + full[6:at]
+    assert part[at + 1:-4] == full[at:-4]              # the rest is the same (same segments)
+    assert read(part).header.groups == 3
+    # Cutting above the refinement drops it; keeping the finest level keeps it.
+    assert read(truncate(part, 2)).header.groups == 0
+    assert read(truncate(part, 1)).header.groups == 3
+    for bad in (-1, 256, True):
+        with pytest.raises(ValueError, match="groups"):
+            write(make(groups=bad))
 
 
 def test_truncate_missing_level():
@@ -171,7 +191,8 @@ def test_trailing_bytes():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(mode=5), "unknown mode index 5"),
-    (dict(flags=0x08), "unknown flag bits 0x08"),
+    (dict(flags=0x10), "unknown flag bits 0x10"),
+    (dict(flags=0x08, tail=b"\x00"), "partial level with 0 coding groups"),
     (dict(flags=0x84), "unknown flag bits 0x84"),
     (dict(flags=0x02), "unknown modality 2"),
     (dict(flags=0x01, tail=leb128(0)), "speech file without a sample rate"),

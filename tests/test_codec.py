@@ -121,19 +121,50 @@ def test_api_checks_arguments(tiny, photo_img):
             api.compress(photo_img, tiny, level=bad)
 
 
-def test_bpp_picks_finest_level_under_target(tiny, files, photo_img):
+def test_bpp_picks_the_finest_cut_under_target(tiny, files, photo_img):
     px = 96 * 64
-    bpp = {lv: 8 * len(r.data) / px for lv, r in files.items()}
-    assert bpp[1] > bpp[2] > bpp[3]
-    for target, level in [(bpp[1] + 1, 1), (bpp[1], 1), (bpp[2], 2),
-                          ((bpp[2] + bpp[1]) / 2, 2), (bpp[2] - 1e-9, 3), (bpp[3], 3)]:
-        res = api.compress_file(photo_img, tiny, bpp=target)
-        assert (res.level, res.note) == (level, ""), target
-        assert res.data == files[level].data
-        assert res.bpp == pytest.approx(bpp[level]) and res.bpp <= target
-    res = api.compress_file(photo_img, tiny, bpp=bpp[3] / 2)
-    assert res.level == 3 and res.data == files[3].data
-    assert res.note.startswith("no level reaches") and "level 3" in res.note
+    cuts = codec.file_cuts(files[1].data, tiny)            # finest first
+    assert [(lv, g) for _, lv, g in cuts] == [(lv, g) for lv in (1, 2, 3) for g in (0, 3, 2, 1)]
+    for data, lv, g in cuts:                               # one pass, the bytes of coding each cut
+        assert data == codec.compress_image(tiny, photo_img, lv, groups=g).data
+    rates = [8 * len(d) / px for d, _, _ in cuts]
+    assert rates == sorted(rates, reverse=True) and len(set(rates)) == len(rates)
+    for i, rate in enumerate(rates):
+        for target in (rate, (rate + rates[i - 1]) / 2 if i else rate + 1):
+            res = api.compress_file(photo_img, tiny, bpp=target)
+            assert (res.data, res.level, res.groups, res.note) == (*cuts[i], ""), target
+            assert res.bpp == pytest.approx(rate) and res.bpp <= target
+    res = api.compress_file(photo_img, tiny, bpp=rates[-1] / 2)
+    assert (res.data, res.level, res.groups) == cuts[-1]
+    assert res.note.startswith("no level reaches") and "(level 3, 1 of 4 groups," in res.note
+
+
+def test_a_refinement_decodes_through_the_prior_mean(tiny, photo_img):
+    x, _ = to_tensor(photo_img)
+    codes = tiny.model.encode(x)
+    data = codec.compress_image(tiny, photo_img, 1, groups=2).data
+    known = tiny.model.levels[0].prior.masks(codes[0].shape[1:])[:2].any(0)
+    with torch.no_grad():
+        want = tiny.model.decode_mean(0, torch.where(known, codes[0], 0), known, codes[1]).clamp(0, 1)
+        # codes at the positions the file does not hold never reach the decoder
+        same = tiny.model.decode_mean(0, torch.where(known, codes[0], 7), known, codes[1]).clamp(0, 1)
+    assert torch.equal(want, same)
+    want = (want[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    assert np.array_equal(pixels(api.decompress(data)), want)
+    # Its coarser levels decode as those levels' own files do.
+    assert np.array_equal(pixels(api.decompress(data, level=2)),
+                          pixels(api.decompress(api.compress(photo_img, tiny, level=2))))
+    assert bitstream.truncate(data, 2) == api.compress(photo_img, tiny, level=2)
+    for bad in (-1, 4):
+        with pytest.raises(ValueError, match="groups must be in 1..3"):
+            codec.compress_image(tiny, photo_img, 1, groups=bad)
+
+
+def test_a_refinement_claiming_every_group_is_corrupt(tiny, photo_img):
+    c = bitstream.read(codec.compress_image(tiny, photo_img, 1, groups=3).data)
+    forged = bitstream.write(bitstream.Container(replace(c.header, groups=4), c.segments, c.extras))
+    with pytest.raises(bitstream.FormatError, match="4 coding groups of level 1, which has 4"):
+        api.decompress(forged)
 
 
 @pytest.mark.parametrize("descent", ["hqa", "mean"])

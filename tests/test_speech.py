@@ -110,13 +110,21 @@ def test_any_wav_decodes_to_its_rate_and_length(tiny_speech, sr, channels, fmt, 
         assert abs(len(mono) - len(res.data)) <= 2
 
 
-def test_kbps_picks_the_finest_level_that_fits(tiny_speech, coded):
+def test_kbps_picks_the_finest_level_or_refinement_that_fits(tiny_speech, coded):
     x, files = coded
     rate = {lv: 8 * len(r.data) for lv, r in files.items()}          # 1 s of audio: bits/s
     res = speech.compress_speech_file((x, 16000), tiny_speech, kbps=rate[2] / 1000)
     assert res.level == 2 and res.data == files[2].data and res.note == ""
+    # Between two levels: a refinement, the first of the level's two coding groups.
+    res = speech.compress_speech_file((x, 16000), tiny_speech, kbps=(rate[2] - 1) / 1000)
+    assert (res.level, res.groups, res.note) == (2, 1, "") and rate[3] < res.bps < rate[2]
+    res = speech.compress_speech_file((x, 16000), tiny_speech, kbps=(rate[1] - 1) / 1000)
+    assert (res.level, res.groups, res.note) == (1, 1, "") and res.bps > rate[2]
+    y, sr = speech.decompress_speech(res.data)
+    assert sr == 16000 and y.shape == x.shape[-1:]
     res = speech.compress_speech_file((x, 16000), tiny_speech, kbps=rate[3] / 2000)
-    assert res.level == 3 and res.data == files[3].data and "no level reaches" in res.note
+    assert (res.level, res.groups) == (3, 1) and len(res.data) < len(files[3].data)
+    assert "no level reaches" in res.note and "(level 3, 1 of 2 groups," in res.note
 
 
 def test_golden_file(coded):
