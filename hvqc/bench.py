@@ -157,28 +157,36 @@ class AVIF(PillowCodec):
 
 
 class HvqcCodec(Codec):
-    """Every level of an installed hvqc model (1 = finest), one ``.hvqc`` file each."""
+    """Every level of an installed hvqc model (1 = finest), one ``.hvqc`` file each, and
+    between two levels the refinement that sends half of the lower one's coding groups
+    (a checkerboard of its codes; settings are ``(level, groups)``, 0 = whole level)."""
 
     key = "hvqc"
 
     def __init__(self, model: str):
+        from .coding import num_groups
         from .zoo import load
         self.lm = load(model)
         n = self.lm.model.num_levels
-        self.settings = tuple(range(1, n + 1))
+        self.groups = [num_groups(self.lm, l) for l in range(n)]
+        self.settings = tuple((lv, g) for lv in range(1, n + 1)
+                              for g in ((0, self.groups[lv - 1] // 2) if lv < n else (0,))
+                              if g == 0 or 0 < g < self.groups[lv - 1])
         self.name = f"hvqc ({self.lm.name})"
         self.description = (f"hvqc model {self.lm.name!r} (weights {self.lm.sha256[:8]}), levels "
-                            f"1-{n}, whole .hvqc file")
+                            f"1-{n} and the half-way refinements between them, whole .hvqc file")
 
-    def label(self, level) -> str:
-        return f"L{level}"
+    def label(self, setting) -> str:
+        level, groups = setting
+        return f"L{level}" + (f":{groups}/{self.groups[level - 1]}" if groups else "")
 
-    def encode(self, img: Image.Image, level) -> Encoded:
+    def encode(self, img: Image.Image, setting) -> Encoded:
         from .codec import compress_image
-        data = compress_image(self.lm, img, level).data
+        level, groups = setting
+        data = compress_image(self.lm, img, level, groups=groups).data
         return Encoded(data, len(data))
 
-    def decode(self, enc: Encoded, level) -> Image.Image:
+    def decode(self, enc: Encoded, setting) -> Image.Image:
         from .api import decompress
         return decompress(enc.data, model=self.lm).convert("RGB")
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image, features
 
-from hvqc import api, bench
+from hvqc import bench
+from hvqc import codec as codec_mod
 from hvqc.analysis.rd import bd_rate, quality_overlap, rd_hull
 
 RATE = np.array([0.05, 0.1, 0.2, 0.4, 0.8])
@@ -79,10 +80,11 @@ def test_hvqc_adapter_is_the_api(tiny, photo_img, monkeypatch):
     from hvqc import zoo
     monkeypatch.setattr(zoo, "load", lambda name: tiny)
     codec = bench.HvqcCodec("tiny")
-    assert codec.settings == (1, 2, 3) and codec.label(1) == "L1"
-    for level in codec.settings:
-        row, rec = bench.measure(codec, photo_img, level)
-        assert row["bytes"] == len(api.compress(photo_img, tiny, level=level))
+    assert codec.settings == ((1, 0), (1, 2), (2, 0), (2, 2), (3, 0))
+    assert [codec.label(s) for s in codec.settings] == ["L1", "L1:2/4", "L2", "L2:2/4", "L3"]
+    for level, groups in codec.settings:
+        row, rec = bench.measure(codec, photo_img, (level, groups))
+        assert row["bytes"] == len(codec_mod.compress_image(tiny, photo_img, level, groups=groups).data)
         assert rec.size == photo_img.size
 
 
@@ -224,10 +226,11 @@ def test_cli_end_to_end(cli, images, peer_ckpt, tmp_path):
              "rd_msssim.png", "crops.png", "bd_rate.json", "summary.md"}
     assert {p.name for p in out.iterdir()} == names              # no temporaries left
     hv = json.loads((out / "hvqc.json").read_text())
-    assert hv["settings"] == ["L3", "L2", "L1"] and hv["results"]["bpp"] == sorted(hv["results"]["bpp"])
+    assert hv["settings"] == ["L3", "L2:2/4", "L2", "L1:2/4", "L1"]
+    assert hv["results"]["bpp"] == sorted(hv["results"]["bpp"])
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * (3 + len(bench.JPEG.settings) + 1)
+    assert len(rows) == 2 * (5 + len(bench.JPEG.settings) + 1)
     assert {r["image"] for r in rows} == {"a.png", "b.png"}
     for r in rows:
         assert float(r["bpp"]) == pytest.approx(8 * int(r["bytes"]) / (96 * 64))
