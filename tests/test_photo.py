@@ -61,13 +61,14 @@ def test_payload_matches_the_prior_and_quality_is_sane(photo):
     from hvqc.codec import compress_image, decompress_image
     img = Image.open(KODIM).convert("RGB")
     prev = None
-    for level in (3, 2, 1):
-        res = compress_image(photo, img, level)
+    # Every level and the refinements between them (the first 1..3 of a level's 4 groups).
+    for level, groups in [(3, 0), (2, 1), (2, 2), (2, 3), (2, 0), (1, 1), (1, 2), (1, 3), (1, 0)]:
+        res = compress_image(photo, img, level, groups=groups)
         payload, est = 8 * sum(res.payload_bytes), sum(res.estimated_bits)
         assert est - 32 <= payload <= est * 1.005 + 64 * len(res.payload_bytes)
         out = decompress_image(res.data, photo)
         q = (psnr(as_float_rgb(out), as_float_rgb(img)), ms_ssim(as_float_rgb(out), as_float_rgb(img)))
-        if prev is not None:          # a finer level costs more and looks better
+        if prev is not None:          # a finer cut costs more and looks better
             assert len(res.data) > prev[0] and q[0] > prev[1][0] and q[1] > prev[1][1]
         prev = (len(res.data), q)
     assert prev[1][0] > 20.5 and prev[1][1] > 0.82, prev    # level 1 on the parrots: 21.7 dB, 0.855
