@@ -115,6 +115,10 @@ def test_bpp_target(work, cli, tmp_path):
     assert "(level 3, 1 of 4 groups," in err
     coarsest = bitstream.read((tmp_path / "b.hvqc").read_bytes()).header
     assert (coarsest.levels, coarsest.groups) == ((3,), 1)
+    rc, out, err = cli("info", tmp_path / "b.hvqc")
+    assert rc == 0 and "refinement level 3: its first 1 coding groups" in out, err
+    rc, out, err = cli("info", tmp_path / "b.hvqc", "--json")
+    assert rc == 0 and json.loads(out)["groups"] == 1, err
 
 
 def test_batch_encode_and_decode(work, cli, tmp_path, photo_path):
