@@ -164,3 +164,18 @@ def test_cli_joint_file(cli, tmp_path, digit):
     assert rc == 0 and Image.open(tmp_path / "g.png").size[0] > 8, err
     rc, _, err = cli("sample", "-o", tmp_path / "g2.png", "--model", "tiny-gray", "--top", "flat")
     assert rc == 1 and err.count("\n") == 1 and "--top" in err
+
+
+def test_joint_refinement_cuts_with_the_model(gray, digit):
+    """A joint file's refinement: its cuts are re-coded (same bytes as coding them), and a
+    1x1 top level (one group) has no refinement."""
+    part = codec.compress_image(gray, digit, 1, groups=2).data
+    assert bitstream.read(part).header.groups == 2
+    assert codec.recode(part, 1, gray) == part
+    assert codec.recode(part, 2, gray) == compress(digit, model=gray, level=2)
+    assert decompress(part, model=gray).size == digit.size
+    full = compress(digit, model=gray, level=1)
+    cuts = [(lv, g) for _, lv, g in codec.file_cuts(full, gray)]
+    assert cuts == [(1, 0), (1, 3), (1, 2), (1, 1), (2, 0), (2, 3), (2, 2), (2, 1), (3, 0)]
+    with pytest.raises(ValueError, match="already a refinement"):
+        codec.file_cuts(part, gray)
