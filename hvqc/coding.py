@@ -13,6 +13,12 @@ A *joint* file codes all its levels into one stream instead, which saves up to 3
 bits of coder flush per level (it matters for tiny images, such as 32x32 digits);
 it can still be cut, but only by re-coding with the model (:func:`recode`).
 
+Between two levels, a file can also stop after the first coding groups of its
+finest level (a *refinement*, the header's ``groups``); the decoder fills the
+positions it lacks with the prior's mean codeword given the groups it has.
+:func:`compress_cuts` codes every level and refinement of an item in one pass
+through the priors, which is how a target rate is met (:func:`pick_level`).
+
 Everything that feeds the coder (predictions from upper levels, prior logits) runs
 in float64 and reaches the coder as integer tables (:mod:`hvqc.entropy`), so
 encoder and decoder agree bit for bit across thread counts.
