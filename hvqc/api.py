@@ -7,7 +7,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from . import bitstream
-from .codec import compress_image, decompress_image, pick_level, recode
+from .codec import compress_image, decompress_image, image_cuts, pick_level, recode
 from .image import MAX_IMAGE_PIXELS, check_size, load_image, normalise_mode
 from .zoo import DEFAULT_MODEL, LoadedModel, load
 
@@ -44,7 +44,7 @@ def compress_file(image, lm: LoadedModel, level: int | None = None,
         lv = level if level is not None else 1
         data = compress_image(lm, img, lv, joint).data
         return FileResult(data, lv, 8 * len(data) / pixels)
-    data, lv, groups, note = pick_level(compress_image(lm, img, 1, joint).data, pixels, bpp, "bpp", lm)
+    data, lv, groups, note = pick_level(image_cuts(lm, img, joint), pixels, bpp, "bpp", lm)
     return FileResult(data, lv, 8 * len(data) / pixels, note, groups)
 
 

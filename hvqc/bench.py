@@ -169,9 +169,9 @@ class HvqcCodec(Codec):
         self.lm = load(model)
         n = self.lm.model.num_levels
         self.groups = [num_groups(self.lm, l) for l in range(n)]
-        self.settings = tuple((lv, g) for lv in range(1, n + 1)
-                              for g in ((0, self.groups[lv - 1] // 2) if lv < n else (0,))
-                              if g == 0 or 0 < g < self.groups[lv - 1])
+        half = [g // 2 for g in self.groups]         # 0 where a level has one group
+        self.settings = tuple(s for lv in range(1, n + 1)
+                              for s in [(lv, 0)] + ([(lv, half[lv - 1])] if lv < n and half[lv - 1] else []))
         self.name = f"hvqc ({self.lm.name})"
         self.description = (f"hvqc model {self.lm.name!r} (weights {self.lm.sha256[:8]}), levels "
                             f"1-{n} and the half-way refinements between them, whole .hvqc file")

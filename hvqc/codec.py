@@ -16,15 +16,33 @@ from PIL import Image
 
 from . import bitstream
 from .coding import (CompressResult, _cond, compress_codes, decode_levels, decompress_codes,  # noqa: F401
-                     default_joint, file_cuts, level_shapes, model_for, num_groups, padded_size, pick_level,
-                     read_codes, recode)
+                     cut_files, default_joint, file_cuts, level_shapes, model_for, num_groups,
+                     padded_size, pick_level, read_codes, recode, write_cut)
 from .image import MAX_IMAGE_PIXELS, MODES, from_tensor, pad_to, to_channels, to_tensor
 from .zoo import LoadedModel
 
-__all__ = ["CompressResult", "compress_codes", "decompress_codes", "compress_image",
+__all__ = ["CompressResult", "compress_codes", "decompress_codes", "compress_image", "image_cuts",
            "decompress_image", "recode", "level_shapes", "default_joint", "ALPHA_TAG"]
 
 ALPHA_TAG = 1   # extras tag: zlib-deflated 8-bit alpha plane, row-major
+
+
+def _item(lm: LoadedModel, img: Image.Image, joint: bool | None):
+    """An image's codes (every level, bottom first), the file header (levels to be
+    filled in) and extras."""
+    if lm.modality != "image":
+        raise ValueError(f"model {lm.name!r} is a {lm.modality} model, not an image model")
+    if img.mode not in MODES:
+        raise ValueError(f"unsupported image mode {img.mode!r}")
+    n = lm.model.num_levels
+    x, alpha = to_tensor(img)
+    xp = pad_to(to_channels(x, lm.model.config.channels), lm.model.config.stride(n - 1))
+    codes = lm.model.encode(xp)
+    extras = {ALPHA_TAG: zlib.compress(alpha.tobytes(), 9)} if alpha is not None else {}
+    header = bitstream.Header(model=lm.name, weights_hash=lm.hash_prefix, width=img.width,
+                              height=img.height, mode=img.mode, num_levels=n, levels=(),
+                              joint=default_joint(lm) if joint is None else joint)
+    return codes, header, extras
 
 
 @torch.no_grad()
@@ -36,28 +54,20 @@ def compress_image(lm: LoadedModel, img: Image.Image, level: int = 1,
     ``groups`` (1 .. groups of the level - 1) sends only the first coding groups of
     ``level``: a rate between it and the level above, the rest filled in by its prior.
     """
-    if lm.modality != "image":
-        raise ValueError(f"model {lm.name!r} is a {lm.modality} model, not an image model")
     n = lm.model.num_levels
     if not 1 <= level <= n:
         raise ValueError(f"level must be in 1..{n} for model {lm.name!r}, got {level}")
     if groups and not 0 < groups < num_groups(lm, level - 1):
         raise ValueError(f"groups must be in 1..{num_groups(lm, level - 1) - 1} for level {level} "
                          f"of model {lm.name!r}, got {groups}")
-    if img.mode not in MODES:
-        raise ValueError(f"unsupported image mode {img.mode!r}")
-    joint = default_joint(lm) if joint is None else joint
-    x, alpha = to_tensor(img)
-    xp = pad_to(to_channels(x, lm.model.config.channels), lm.model.config.stride(n - 1))
-    codes = lm.model.encode(xp)
-    segs, bits = compress_codes(lm, codes, level - 1, joint, groups)
-    extras = {ALPHA_TAG: zlib.compress(alpha.tobytes(), 9)} if alpha is not None else {}
-    levels = tuple(range(n, level - 1, -1))
-    header = bitstream.Header(model=lm.name, weights_hash=lm.hash_prefix, width=img.width,
-                              height=img.height, mode=img.mode, num_levels=n, levels=levels,
-                              joint=joint, groups=groups)
-    data = bitstream.write(bitstream.Container(header, tuple(segs), extras))
-    return CompressResult(data, levels, [len(s) for s in segs], bits)
+    return write_cut(lm, *_item(lm, img, joint), level, groups)
+
+
+@torch.no_grad()
+def image_cuts(lm: LoadedModel, img: Image.Image, joint: bool | None = None) -> list[tuple[bytes, int, int]]:
+    """Every level and refinement of an image as a file, finest first (:func:`cut_files`),
+    from one encode and one pass through the priors."""
+    return cut_files(lm, *_item(lm, img, joint))
 
 
 @torch.no_grad()

@@ -17,7 +17,8 @@ Between two levels, a file can also stop after the first coding groups of its
 finest level (a *refinement*, the header's ``groups``); the decoder fills the
 positions it lacks with the prior's mean codeword given the groups it has.
 :func:`compress_cuts` codes every level and refinement of an item in one pass
-through the priors, which is how a target rate is met (:func:`pick_level`).
+through the priors (:func:`cut_files`), which is how a target rate is met
+(:func:`pick_level`).
 
 Everything that feeds the coder (predictions from upper levels, prior logits) runs
 in float64 and reaches the coder as integer tables (:mod:`hvqc.entropy`), so
@@ -33,7 +34,7 @@ from . import bitstream, entropy
 from .zoo import LoadedModel, ModelError, load
 
 __all__ = ["CompressResult", "group_pmfs", "num_groups", "compress_codes", "compress_cuts", "decompress_codes",
-           "file_cuts", "cut_name", "decode_levels", "pick_level", "level_shapes", "default_joint", "default_descent",
+           "write_cut", "cut_files", "file_cuts", "cut_name", "decode_levels", "pick_level", "level_shapes", "default_joint", "default_descent",
            "padded_size", "read_codes", "recode", "model_for"]
 
 
@@ -285,25 +286,45 @@ def recode(data: bytes, level: int, lm: LoadedModel | None = None) -> bytes:
     return bitstream.write(bitstream.Container(header, tuple(segs), c.extras))
 
 
+def write_cut(lm: LoadedModel, codes: list[torch.Tensor], header: bitstream.Header,
+              extras: dict[int, bytes], level: int, groups: int = 0) -> CompressResult:
+    """The file of one item's codes (``[1, *S_l]`` per level, bottom first) cut at
+    ``level`` (1-based; ``groups`` > 0: a refinement by its first coding groups), under
+    ``header`` (its levels and groups are filled in; ``joint`` picks the layout)."""
+    n = lm.model.num_levels
+    segs, bits = compress_codes(lm, codes, level - 1, header.joint, groups)
+    levels = tuple(range(n, level - 1, -1))
+    h = replace(header, levels=levels, groups=groups)
+    return CompressResult(bitstream.write(bitstream.Container(h, tuple(segs), extras)), levels,
+                          [len(s) for s in segs], bits)
+
+
+def cut_files(lm: LoadedModel, codes: list[torch.Tensor], header: bitstream.Header,
+              extras: dict[int, bytes], lowest: int = 1) -> list[tuple[bytes, int, int]]:
+    """Every file one item's codes can be cut to, down to level ``lowest`` (1-based),
+    finest (largest) first: ``(bytes, level, groups)`` for each level and each
+    refinement of it by its first ``groups`` coding groups (0 = the whole level). One
+    pass through the priors (:func:`compress_cuts`); the same bytes as
+    :func:`write_cut` for each."""
+    n = lm.model.num_levels
+    cuts, _ = compress_cuts(lm, codes, lowest - 1, header.joint)
+    out = []
+    for (l, g), segs in cuts.items():
+        h = replace(header, levels=tuple(range(n, l, -1)), groups=g)
+        out.append((bitstream.write(bitstream.Container(h, tuple(segs), extras)), l + 1, g))
+    return out[::-1]
+
+
 def file_cuts(data: bytes, lm: LoadedModel | None = None) -> list[tuple[bytes, int, int]]:
-    """Every file a complete file can be cut to, finest (largest) first:
-    ``(bytes, level, groups)`` for each level present and each refinement of it by its
-    first ``groups`` coding groups (0 = the whole level). One decode and one pass
-    through the priors (:func:`compress_cuts`); the same bytes as encoding each cut."""
+    """:func:`cut_files` of a complete file (decoded to its codes first)."""
     c = bitstream.read(data)
     h = c.header
     if h.groups:
         raise ValueError("the file is already a refinement; cut the complete file")
     lm = model_for(h, lm)
     n = lm.model.num_levels
-    lowest = h.levels[-1] - 1
-    codes = dict(zip(range(n - 1, lowest - 1, -1), read_codes(lm, c, len(h.levels))))
-    cuts, _ = compress_cuts(lm, [codes.get(l) for l in range(n)], lowest, h.joint)
-    out = []
-    for (l, g), segs in cuts.items():
-        header = replace(h, levels=tuple(range(n, l, -1)), groups=g)
-        out.append((bitstream.write(bitstream.Container(header, tuple(segs), c.extras)), l + 1, g))
-    return out[::-1]
+    codes = dict(zip(range(n - 1, -1, -1), read_codes(lm, c, len(h.levels))))
+    return cut_files(lm, [codes.get(l) for l in range(n)], h, c.extras, h.levels[-1])
 
 
 def cut_name(lm: LoadedModel, level: int, groups: int) -> str:
@@ -311,14 +332,12 @@ def cut_name(lm: LoadedModel, level: int, groups: int) -> str:
     return f"level {level}" + (f", {groups} of {num_groups(lm, level - 1)} groups" if groups else "")
 
 
-def pick_level(data: bytes, size: float, target: float, unit: str,
-               lm: LoadedModel | None = None) -> tuple[bytes, int, int, str]:
-    """The finest cut of a complete file (:func:`file_cuts`: levels and the refinements
-    between them) whose whole file is at or below ``target`` (rate = ``8 * bytes /
-    size``: ``size`` in pixels for bpp, in milliseconds for kbps). Returns ``(bytes,
-    level, groups, note)``; if no cut fits, the coarsest with a note saying so."""
-    lm = model_for(bitstream.peek_header(data)[0], lm)
-    cuts = file_cuts(data, lm)
+def pick_level(cuts: list[tuple[bytes, int, int]], size: float, target: float, unit: str,
+               lm: LoadedModel) -> tuple[bytes, int, int, str]:
+    """The finest of ``cuts`` (:func:`cut_files`, finest first) whose whole file is at or
+    below ``target`` (rate = ``8 * bytes / size``: ``size`` in pixels for bpp, in
+    milliseconds for kbps). Returns ``(bytes, level, groups, note)``; if no cut fits,
+    the coarsest with a note saying so."""
     for cut, level, groups in cuts:
         if 8 * len(cut) / size <= target:
             return cut, level, groups, ""

@@ -180,7 +180,7 @@ class HierarchicalVQVAE(nn.Module):
             indices = torch.zeros((cond.shape[0], *cond.shape[2:]), dtype=torch.long, device=cond.device)
         if known is None:
             known = torch.zeros(indices.shape[1:], dtype=torch.bool, device=indices.device)
-        p = torch.softmax(prior.logits(torch.where(known, indices, 0), known, cond), 1)
+        p = torch.softmax(prior.logits(indices, known, cond), 1)     # codes off ``known`` unused
         return torch.einsum("bk...,kd->bd...", p, self.levels[level].quantizer.codewords(p.dtype))
 
     def decode_mean(self, level: int, indices: torch.Tensor, known: torch.Tensor | None = None,

@@ -86,8 +86,13 @@ class ContextPrior(nn.Module):
         holds the positions ``offsets()[g] + phase * n`` along every axis."""
         return _phase_order(self.phase, self.dims)
 
+    @property
+    def _context_channels(self) -> int:
+        return self.embed.embedding_dim + 1
+
     def _context(self, indices: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-        """The first layer's input channels that carry coded indices: ``[B, embed + 1, *S]``."""
+        """The first layer's input channels that carry coded indices: ``[B, embed + 1, *S]``
+        (the rest are the conditioning)."""
         k = known.to(self.embed.weight.dtype)
         e = self.embed(indices.clamp(0, self.num_codes - 1)).movedim(-1, 1) * k
         return torch.cat([e, k.expand(indices.shape[0], 1, *indices.shape[1:])], 1)
@@ -110,10 +115,10 @@ class ContextPrior(nn.Module):
         """The first convolution's response to the conditioning plus its bias,
         ``[B, hidden, *S]``: the part of its output that no coding group changes."""
         first = self.net[0]
-        ctx = self.embed.embedding_dim + 1
         if not self.cond_channels:
             return first.bias.view(1, -1, *[1] * self.dims).expand(batch, -1, *shape)
-        return _conv(cond.to(first.weight.dtype), first.weight[:, ctx:], first.bias, first.padding)
+        return _conv(cond.to(first.weight.dtype), first.weight[:, self._context_channels:], first.bias,
+                     first.padding)
 
     def logits_at(self, indices: torch.Tensor, known: torch.Tensor, base: torch.Tensor,
                   offset: tuple[int, ...]) -> torch.Tensor:
@@ -127,8 +132,8 @@ class ContextPrior(nn.Module):
         first, blocks, out = self.net[0], self.net[1:-2], self.net[-1]
         h = base
         if known.any():                       # the first group sees no codes: skip zeros
-            ctx = self.embed.embedding_dim + 1
-            h = h + _conv(self._context(indices, known), first.weight[:, :ctx], None, first.padding)
+            h = h + _conv(self._context(indices, known), first.weight[:, :self._context_channels], None,
+                          first.padding)
         sub = (..., *[slice(o, None, self.phase) for o in offset])
         if not len(blocks):
             return out(F.silu(h[sub]))

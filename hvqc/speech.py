@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from . import audio, bitstream
-from .coding import CompressResult, compress_codes, decode_levels, default_joint, model_for, pick_level
+from .coding import CompressResult, cut_files, decode_levels, default_joint, model_for, pick_level, write_cut
 from .hierarchy import HierarchyConfig, LevelSpec
 from .zoo import LoadedModel
 
@@ -143,15 +143,11 @@ def _check_model(lm: LoadedModel) -> None:
         raise ValueError(f"model {lm.name!r} is an {lm.modality} model, not a speech model")
 
 
-@torch.no_grad()
-def compress_speech(lm: LoadedModel, x: np.ndarray | torch.Tensor, sample_rate: int,
-                    level: int = 1, joint: bool | None = None) -> CompressResult:
-    """Code a waveform (``[samples]`` or ``[channels, samples]`` at ``sample_rate``, 8-48 kHz)
-    down to ``level`` (1 = finest, every 20 ms for ``speech``)."""
+def _item(lm: LoadedModel, x: np.ndarray | torch.Tensor, sample_rate: int, joint: bool | None):
+    """A waveform's codes (every level, bottom first), the file header (levels to be
+    filled in) and extras."""
     _check_model(lm)
     n_levels = lm.model.num_levels
-    if not 1 <= level <= n_levels:
-        raise ValueError(f"level must be in 1..{n_levels} for model {lm.name!r}, got {level}")
     sr = int(sample_rate)
     if not audio.MIN_RATE <= sr <= audio.MAX_RATE:
         raise ValueError(f"sample rate {sr} Hz outside {audio.MIN_RATE}-{audio.MAX_RATE} Hz")
@@ -164,17 +160,24 @@ def compress_speech(lm: LoadedModel, x: np.ndarray | torch.Tensor, sample_rate: 
     if frames > MAX_FRAMES:
         raise ValueError(f"audio too long: {frames} frames of 10 ms, at most {MAX_FRAMES} "
                          f"({MAX_FRAMES // 100} s)")
-    joint = default_joint(lm) if joint is None else joint
     xp = _pad(f, lm.model.config.stride(n_levels - 1))[None]
     codes = lm.model.encode(xp)
-    segs, bits = compress_codes(lm, codes, level - 1, joint)
-    levels = tuple(range(n_levels, level - 1, -1))
     header = bitstream.Header(model=lm.name, weights_hash=lm.hash_prefix, width=frames, height=1,
-                              mode="L", num_levels=n_levels, levels=levels, modality=1,
-                              sample_rate=sr, joint=joint)
-    extras = {SAMPLES_TAG: struct.pack("<I", n)}
-    data = bitstream.write(bitstream.Container(header, tuple(segs), extras))
-    return CompressResult(data, levels, [len(s) for s in segs], bits)
+                              mode="L", num_levels=n_levels, levels=(), modality=1,
+                              sample_rate=sr, joint=default_joint(lm) if joint is None else joint)
+    return codes, header, {SAMPLES_TAG: struct.pack("<I", n)}
+
+
+@torch.no_grad()
+def compress_speech(lm: LoadedModel, x: np.ndarray | torch.Tensor, sample_rate: int,
+                    level: int = 1, joint: bool | None = None) -> CompressResult:
+    """Code a waveform (``[samples]`` or ``[channels, samples]`` at ``sample_rate``, 8-48 kHz)
+    down to ``level`` (1 = finest, every 20 ms for ``speech``)."""
+    _check_model(lm)
+    n_levels = lm.model.num_levels
+    if not 1 <= level <= n_levels:
+        raise ValueError(f"level must be in 1..{n_levels} for model {lm.name!r}, got {level}")
+    return write_cut(lm, *_item(lm, x, sample_rate, joint), level)
 
 
 def _speech_container(data: bytes) -> tuple[bitstream.Container, int]:
@@ -250,6 +253,6 @@ def compress_speech_file(src, lm: LoadedModel, level: int | None = None,
         lv = 1 if level is None else level
         data = compress_speech(lm, x, sr, lv, joint).data
         return SpeechFile(data, lv, 8 * len(data) / seconds)
-    data = compress_speech(lm, x, sr, 1, joint).data
-    cut, lv, groups, note = pick_level(data, 1000 * seconds, kbps, "kbps", lm)
+    cuts = cut_files(lm, *_item(lm, x, sr, joint))
+    cut, lv, groups, note = pick_level(cuts, 1000 * seconds, kbps, "kbps", lm)
     return SpeechFile(cut, lv, 8 * len(cut) / seconds, note, groups)
