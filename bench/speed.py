@@ -1,13 +1,15 @@
 """Encode and decode time of hvqc against CompressAI's bmshj2018-factorized, same run.
 
     python bench/speed.py [--model photo] [--images DIR] [--limit N] [--threads T]
-                          [--peer CHECKPOINT] [-o bench/results/speed.json]
+                          [--peer CHECKPOINT] [--search STEPS] [-o bench/results/speed.json]
 
 Each image is timed in turn, in this order: hvqc ``compress_image`` and
 ``decompress`` (every level, whole file, header and checksum included) and the peer's
 ``compress`` and ``decompress`` (CompressAI's own entropy coder, input padded to a
 multiple of 64 as its evaluation does), each ``--repeats`` times, keeping the median.
-Both run in the same process with the same ``torch`` thread count.
+Both run in the same process with the same ``torch`` thread count. With ``--search``,
+hvqc is also timed with its codes searched (``hvqc encode --search``) at every level
+the model allows (decoding such a file costs what any file of its level costs).
 
 The peer is bmshj2018-factorized at CompressAI's quality 1-5 size (N=128, M=192). With
 ``--peer`` it is loaded from a local checkpoint; without it, it is built untrained (no
@@ -30,9 +32,10 @@ import torch.nn.functional as F
 
 from hvqc.analysis.metrics import as_float_rgb
 from hvqc.api import decompress
-from hvqc.codec import compress_image
+from hvqc.codec import compress_image, searchable_levels
 from hvqc.data import data_root
 from hvqc.image import load_image
+from hvqc.search import SearchSettings
 from hvqc.zoo import load
 
 
@@ -69,6 +72,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--peer", type=Path, default=None)
+    ap.add_argument("--search", type=int, default=0, help="also time hvqc with STEPS of search")
     ap.add_argument("-o", "--output", type=Path, default=Path("bench/results/speed.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -79,6 +83,8 @@ def main() -> None:
     lm = load(args.model)
     net = peer_model(args.peer)
     n = lm.model.num_levels
+    search = SearchSettings(steps=args.search)
+    searched = searchable_levels(lm) if args.search else []
     compress_image(lm, load_image(files[0]), 1)          # warm-up (allocations, tables)
     rows = []
     for f in files:
@@ -89,6 +95,11 @@ def main() -> None:
             t_dec, _ = timed(lambda: decompress(res.data, model=lm), args.repeats)
             row[f"hvqc_L{level}"] = {"encode_s": t_enc, "decode_s": t_dec,
                                      "bpp": 8 * len(res.data) / row["pixels"]}
+        for level in searched:
+            t_enc, res = timed(lambda: compress_image(lm, img, level, search=search), args.repeats)
+            t_dec, _ = timed(lambda: decompress(res.data, model=lm), args.repeats)
+            row[f"hvqc_L{level}_search{args.search}"] = {"encode_s": t_enc, "decode_s": t_dec,
+                                                          "bpp": 8 * len(res.data) / row["pixels"]}
         x = as_float_rgb(img).float()
         pad, _ = compute_padding(*x.shape[2:], min_div=64)
         xp = F.pad(x, pad, mode="constant", value=0)
@@ -97,14 +108,15 @@ def main() -> None:
         row["bmshj2018-factorized"] = {"encode_s": t_enc, "decode_s": t_dec}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    keys = [f"hvqc_L{l}" for l in range(1, n + 1)] + ["bmshj2018-factorized"]
+    keys = ([f"hvqc_L{l}" for l in range(1, n + 1)] + [f"hvqc_L{l}_search{args.search}" for l in searched]
+            + ["bmshj2018-factorized"])
     mean = {k: {m: statistics.mean(r[k][m] for r in rows) for m in ("encode_s", "decode_s")}
             for k in keys}
     peer = mean["bmshj2018-factorized"]
     verdict = {k: {"encode_faster": mean[k]["encode_s"] < peer["encode_s"],
                    "decode_faster": mean[k]["decode_s"] < peer["decode_s"]} for k in keys[:-1]}
     result = {"model": args.model, "images": [f.name for f in files], "threads": args.threads,
-              "repeats": args.repeats, "statistic": "median of repeats, mean over images",
+              "repeats": args.repeats, "search_steps": args.search, "statistic": "median of repeats, mean over images",
               "peer": {"arch": "bmshj2018-factorized", "N": 128, "M": 192,
                        "weights": str(args.peer) if args.peer else "untrained (timing only)"},
               "machine": {"platform": platform.platform(), "processor": platform.processor(),

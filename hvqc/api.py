@@ -9,6 +9,7 @@ from PIL import Image, ImageOps
 from . import bitstream
 from .codec import compress_image, decompress_image, image_cuts, pick_level, recode
 from .image import MAX_IMAGE_PIXELS, check_size, load_image, normalise_mode
+from .search import SearchSettings
 from .zoo import DEFAULT_MODEL, LoadedModel, load
 
 __all__ = ["compress", "decompress", "describe", "compress_file", "truncate", "MAX_ENCODE_PIXELS"]
@@ -34,22 +35,31 @@ def _image(image) -> Image.Image:
     return img
 
 
+def _search(search: int | SearchSettings) -> SearchSettings:
+    return search if isinstance(search, SearchSettings) else SearchSettings(steps=search)
+
+
 def compress_file(image, lm: LoadedModel, level: int | None = None,
-                  bpp: float | None = None, joint: bool | None = None) -> FileResult:
+                  bpp: float | None = None, joint: bool | None = None,
+                  search: int | SearchSettings = 0) -> FileResult:
     """Code an image at ``level`` (default 1), or at the finest level or refinement
-    between levels (:func:`hvqc.coding.file_cuts`) whose whole file fits ``bpp``."""
+    between levels (:func:`hvqc.coding.file_cuts`) whose whole file fits ``bpp``;
+    ``search`` steps (or settings) of the encoder's search (:mod:`hvqc.search`) for the
+    codes of that level (with ``bpp``: of level 1, before the cut is chosen)."""
+    search = _search(search)
     img = _image(image)
     pixels = img.width * img.height
     if bpp is None:
         lv = level if level is not None else 1
-        data = compress_image(lm, img, lv, joint).data
+        data = compress_image(lm, img, lv, joint, search=search).data
         return FileResult(data, lv, 8 * len(data) / pixels)
-    data, lv, groups, note = pick_level(image_cuts(lm, img, joint), pixels, bpp, "bpp", lm)
+    data, lv, groups, note = pick_level(image_cuts(lm, img, joint, search), pixels, bpp, "bpp", lm)
     return FileResult(data, lv, 8 * len(data) / pixels, note, groups)
 
 
 def compress(image, model: str | LoadedModel = DEFAULT_MODEL, level: int | None = None,
-             bpp: float | None = None, joint: bool | None = None) -> bytes:
+             bpp: float | None = None, joint: bool | None = None,
+             search: int | SearchSettings = 0) -> bytes:
     """Compress an image (path or ``PIL.Image``) into ``.hvqc`` bytes.
 
     Args:
@@ -60,11 +70,14 @@ def compress(image, model: str | LoadedModel = DEFAULT_MODEL, level: int | None 
             levels, at or below it is chosen.
         joint: code all levels in one stream (smaller for tiny images; cut only with
             the model). Default: the model's choice (``hvqc models``).
+        search: steps of the encoder's search for better codes (:mod:`hvqc.search`;
+            about 20 is enough, each costing a few of the plain encoder's time), or its
+            settings; 0 (default) sends the encoder's codes.
     """
     if level is not None and bpp is not None:
         raise ValueError("give level or bpp, not both")
     lm = load(model) if isinstance(model, str) else model
-    return compress_file(image, lm, level, bpp, joint).data
+    return compress_file(image, lm, level, bpp, joint, search).data
 
 
 def decompress(data: bytes, level: int | None = None, model: LoadedModel | None = None) -> Image.Image:

@@ -159,14 +159,17 @@ class AVIF(PillowCodec):
 class HvqcCodec(Codec):
     """Every level of an installed hvqc model (1 = finest), one ``.hvqc`` file each, and
     between two levels the refinement that sends half of the lower one's coding groups
-    (a checkerboard of its codes; settings are ``(level, groups)``, 0 = whole level)."""
+    (a checkerboard of its codes; settings are ``(level, groups)``, 0 = whole level).
+    With ``search``, every setting's codes are searched (:mod:`hvqc.search`): a second
+    entry, ``hvqc-search``, so the plain encoder stays on the plot beside it."""
 
     key = "hvqc"
 
-    def __init__(self, model: str):
+    def __init__(self, model: str, search=None):
         from .coding import num_groups
         from .zoo import load
         self.lm = load(model)
+        self.search = search if search is not None and search.steps else None
         n = self.lm.model.num_levels
         self.groups = [num_groups(self.lm, l) for l in range(n)]
         half = [g // 2 for g in self.groups]         # 0 where a level has one group
@@ -175,6 +178,13 @@ class HvqcCodec(Codec):
         self.name = f"hvqc ({self.lm.name})"
         self.description = (f"hvqc model {self.lm.name!r} (weights {self.lm.sha256[:8]}), levels "
                             f"1-{n} and the half-way refinements between them, whole .hvqc file")
+        if self.search:
+            from .codec import searchable_levels
+            self.settings = tuple(st for st in self.settings if st[0] in searchable_levels(self.lm))
+            self.key = "hvqc-search"
+            self.name = f"hvqc ({self.lm.name}, search {self.search.steps})"
+            self.description += (f"; each setting's codes searched ({self.search.steps} steps, "
+                                 f"rate weight {self.search.lam:g})")
 
     def label(self, setting) -> str:
         level, groups = setting
@@ -183,7 +193,7 @@ class HvqcCodec(Codec):
     def encode(self, img: Image.Image, setting) -> Encoded:
         from .codec import compress_image
         level, groups = setting
-        data = compress_image(self.lm, img, level, groups=groups).data
+        data = compress_image(self.lm, img, level, groups=groups, search=self.search).data
         return Encoded(data, len(data))
 
     def decode(self, enc: Encoded, setting) -> Image.Image:
@@ -327,9 +337,14 @@ def parse_peers(items: Sequence[str]) -> dict[str, list[Path]]:
 
 
 def make_codecs(names: Sequence[str], model: str = "photo",
-                peers: dict[str, list[Path]] | None = None) -> list[Codec]:
-    """Build the adapters (loads the hvqc model and every peer checkpoint)."""
+                peers: dict[str, list[Path]] | None = None, search=None) -> list[Codec]:
+    """Build the adapters (loads the hvqc model and every peer checkpoint); with
+    ``search`` (:class:`hvqc.search.SearchSettings`), hvqc with searched codes too."""
+    if search is not None and search.steps and "hvqc" not in names:
+        raise BenchError("--search needs hvqc among the codecs")
     codecs = [HvqcCodec(model) if n == "hvqc" else BUILTIN[n]() for n in names]
+    if search is not None and search.steps:
+        codecs.insert(names.index("hvqc") + 1, HvqcCodec(model, search))
     codecs += [PeerCodec(arch, paths) for arch, paths in (peers or {}).items()]
     if not codecs:
         raise BenchError("no codecs to run")
@@ -445,7 +460,7 @@ def bd_rates(summaries: dict[str, list[dict]], names: dict[str, str], test: str 
     out = {"test": test,
            "method": "Bjontegaard delta rate: log-rate interpolated as a PCHIP function of "
                      "quality over the quality interval both curves cover (dominated points "
-                     "dropped); negative = hvqc needs less rate for the same quality",
+                     f"dropped); negative = {test} needs less rate for the same quality",
            "quality": {"psnr": "psnr-rgb (dB)", "ms-ssim": "ms-ssim-rgb-db (dB of the mean MS-SSIM)"},
            "against": {}}
     if test not in summaries:
@@ -501,7 +516,7 @@ def _rd_figure(res: BenchResult, summaries: dict[str, list[dict]], key: str, yla
     for c in res.codecs:
         x, y = _pair(summaries[c.key], key)
         if x:
-            hv = c.key == "hvqc"
+            hv = c.key.startswith("hvqc")
             ax.plot(x, y, "o-", lw=2.2 if hv else 1.2, ms=5 if hv else 3.5, label=c.name,
                     zorder=3 if hv else 2)
             drawn += 1
@@ -570,7 +585,7 @@ def _fmt(x, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
-def _summary_md(res: BenchResult, summaries: dict[str, list[dict]], bd: dict) -> bytes:
+def _summary_md(res: BenchResult, summaries: dict[str, list[dict]], bds: list[dict]) -> bytes:
     names = {c.key: c.name for c in res.codecs}
     lines = [f"# hvqc bench: {res.folder} ({len(res.images)} images)", "",
              f"Machine: {res.machine}. Rates are whole-file bits per pixel; PSNR and MS-SSIM on "
@@ -584,18 +599,19 @@ def _summary_md(res: BenchResult, summaries: dict[str, list[dict]], bd: dict) ->
                          f"{_fmt(m['ms-ssim-rgb'], '.4f')} | {_fmt(m['ms-ssim-rgb-db'], '.2f')} | "
                          f"{m['encoding_time']:.3f} | {m['decoding_time']:.3f} |")
         lines.append("")
-    lines += ["## BD-rate of hvqc", ""]
-    if "note" in bd:
-        lines += [bd["note"], ""]
-    elif bd["against"]:
-        lines += [bd["method"] + ".", "", "| against | PSNR | MS-SSIM (dB) |", "|---|---|---|"]
-        for key, e in bd["against"].items():
-            cells = [f"{e[m]['bd_rate']:+.1f} %" if e[m]["bd_rate"] is not None
-                     else f"n/a ({e[m]['reason']})" for m in ("psnr", "ms-ssim")]
-            lines.append(f"| {names[key]} | {cells[0]} | {cells[1]} |")
-        lines.append("")
-    else:
-        lines += ["No other codec to compare with.", ""]
+    for bd in bds:
+        lines += [f"## BD-rate of {names.get(bd['test'], bd['test'])}", ""]
+        if "note" in bd:
+            lines += [bd["note"], ""]
+        elif bd["against"]:
+            lines += [bd["method"] + ".", "", "| against | PSNR | MS-SSIM (dB) |", "|---|---|---|"]
+            for key, e in bd["against"].items():
+                cells = [f"{e[m]['bd_rate']:+.1f} %" if e[m]["bd_rate"] is not None
+                         else f"n/a ({e[m]['reason']})" for m in ("psnr", "ms-ssim")]
+                lines.append(f"| {names[key]} | {cells[0]} | {cells[1]} |")
+            lines.append("")
+        else:
+            lines += ["No other codec to compare with.", ""]
     if res.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in res.notes] + [""]
     return "\n".join(lines).encode()
@@ -621,14 +637,16 @@ def write_outputs(res: BenchResult, folder: Path,
     bd = bd_rates(summaries, names)
     if res.notes:
         bd["notes"] = res.notes
+    bds = [bd] + [bd_rates(summaries, names, key) for key in summaries if key == "hvqc-search"]
     outputs = {f"{c.key}.json": _json_bytes(compressai_json(c, res.rows, meta)) for c in res.codecs}
     outputs["results.csv"] = _csv_bytes(res.rows)
     outputs["rd_psnr.png"] = _rd_figure(res, summaries, "psnr-rgb", "PSNR (dB, RGB)")
     outputs["rd_msssim.png"] = _rd_figure(res, summaries, "ms-ssim-rgb-db",
                                           "MS-SSIM (dB: -10 log10(1 - MS-SSIM), RGB)")
     outputs["crops.png"] = _crops_figure(res)
-    outputs["bd_rate.json"] = _json_bytes(bd)
-    outputs["summary.md"] = _summary_md(res, summaries, bd)
+    for b in bds:
+        outputs["bd_rate.json" if b is bd else f"bd_rate-{b['test']}.json"] = _json_bytes(b)
+    outputs["summary.md"] = _summary_md(res, summaries, bds)
     paths = []
     for name, data in outputs.items():
         write(folder / name, lambda f, data=data: f.write(data))

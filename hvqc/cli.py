@@ -134,13 +134,15 @@ def _run(pairs, work, desc: str) -> None:
 
 
 def _plan_encode(inputs, output, suffixes, force: bool, model: str, modality: str,
-                 level: Optional[int], rate_flag: str, rate: Optional[float]):
-    """The checks every encode command makes before any work: level or rate, inputs and
-    outputs, the model and its modality. Returns ``(pairs, loaded model)``."""
+                 level: Optional[int], rate_flag: str, rate: Optional[float], search: int = 0):
+    """The checks every encode command makes before any work: level or rate, search steps,
+    inputs and outputs, the model and its modality. Returns ``(pairs, loaded model)``."""
     if level is not None and rate is not None:
         raise UserError(f"give --level or {rate_flag}, not both")
     if rate is not None and not rate > 0:
         raise UserError(f"{rate_flag} must be positive")
+    if search < 0:
+        raise UserError(f"--search must be 0 or more steps, got {search}")
     files, batch = _expand(inputs, suffixes)
     pairs = _plan(files, batch, output, ".hvqc", force)
     from .zoo import load
@@ -153,6 +155,9 @@ def _plan_encode(inputs, output, suffixes, force: bool, model: str, modality: st
     n = lm.model.num_levels
     if level is not None and not 1 <= level <= n:
         raise UserError(f"--level must be in 1..{n} for model {lm.name!r}, got {level}")
+    if search:
+        from .codec import check_search
+        check_search(lm, level or 1)
     _make_folders(pairs)
     return pairs, lm
 
@@ -171,18 +176,22 @@ def encode(inputs: List[Path] = typer.Argument(..., help="Image files or folders
                                                 help="One coder stream for all levels (smaller "
                                                 "for tiny images) or one per level (cut without "
                                                 "a model). Default: the model's choice."),
+           search: int = typer.Option(0, "--search", metavar="STEPS",
+                                      help="Search this many steps for better codes than the "
+                                      "encoder's (same decoder and format; about 20 is enough, "
+                                      "each costing about the plain encode's time)."),
            force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs.")):
     """Compress images into .hvqc files."""
     from .api import compress_file
     from .image import IMAGE_SUFFIXES
     try:
         pairs, lm = _plan_encode(inputs, output, IMAGE_SUFFIXES, force, model, "image",
-                                 level, "--bpp", bpp)
+                                 level, "--bpp", bpp, search)
     except Exception as e:  # noqa: BLE001
         _report(e)
 
     def work(src: Path, dst: Path) -> None:
-        res = compress_file(src, lm, level=level, bpp=bpp, joint=joint)
+        res = compress_file(src, lm, level=level, bpp=bpp, joint=joint, search=search)
         if res.note:
             typer.echo(f"hvqc: note: {src}: {res.note}", err=True)
         _atomic_write(dst, lambda f: f.write(res.data))
@@ -364,12 +373,18 @@ def bench(image_dir: Optional[Path] = typer.Argument(None, help="Image folder (d
           output: Optional[Path] = typer.Option(None, "-o", "--output",
                                                 help="Results folder (default: bench-<IMAGE_DIR name>)."),
           limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images."),
+          search: int = typer.Option(0, "--search", metavar="STEPS",
+                                     help="Also run hvqc with its codes searched for this many "
+                                     "steps (`hvqc encode --search`), as codec hvqc-search."),
           force: bool = typer.Option(False, "--force", "-f",
                                      help="Write into a non-empty results folder.")):
     """Bitrate against quality (PSNR, MS-SSIM) of hvqc and other codecs; BD-rates, plots."""
     from . import bench as b
     from .data import data_root
+    from .search import SearchSettings
     try:
+        if search < 0:
+            raise UserError(f"--search must be 0 or more steps, got {search}")
         folder = image_dir if image_dir is not None else data_root() / "kodak"
         files = b.list_images(folder, limit)
         names = b.parse_codecs(codecs)
@@ -381,7 +396,7 @@ def bench(image_dir: Optional[Path] = typer.Argument(None, help="Image folder (d
             raise UserError(f"-o {out} is the image folder; results go in a folder of their own")
         if out.is_dir() and any(out.iterdir()) and not force:
             raise UserError(f"{out} exists and is not empty (use --force to write into it)")
-        adapters = b.make_codecs(names, model, peers)
+        adapters = b.make_codecs(names, model, peers, SearchSettings(steps=search))
         res = b.run(files, adapters, progress=True)
         for note in res.notes:
             typer.echo(f"hvqc: note: {note}", err=True)

@@ -16,20 +16,38 @@ from PIL import Image
 
 from . import bitstream
 from .coding import (CompressResult, _cond, compress_codes, decode_levels, decompress_codes,  # noqa: F401
-                     cut_files, default_joint, file_cuts, level_shapes, model_for, num_groups,
-                     padded_size, pick_level, read_codes, recode, write_cut)
+                     cut_files, default_descent, default_joint, file_cuts, level_shapes, model_for,
+                     num_groups, padded_size, pick_level, read_codes, recode, write_cut)
 from .image import MAX_IMAGE_PIXELS, MODES, from_tensor, pad_to, to_channels, to_tensor
+from .losses import image_distortion
+from .search import SearchSettings, search_codes
 from .zoo import LoadedModel
 
 __all__ = ["CompressResult", "compress_codes", "decompress_codes", "compress_image", "image_cuts",
+           "check_search", "searchable_levels",
            "decompress_image", "recode", "level_shapes", "default_joint", "ALPHA_TAG"]
 
 ALPHA_TAG = 1   # extras tag: zlib-deflated 8-bit alpha plane, row-major
 
 
-def _item(lm: LoadedModel, img: Image.Image, joint: bool | None):
-    """An image's codes (every level, bottom first), the file header (levels to be
-    filled in) and extras."""
+def searchable_levels(lm: LoadedModel) -> list[int]:
+    """The levels (1-based) whose codes the search (:mod:`hvqc.search`) can look for:
+    level 1, and the levels above when the model decodes them through its priors' means
+    (``"descent": "mean"``), the path the search scores them on."""
+    return list(range(1, lm.model.num_levels + 1)) if default_descent(lm) == "mean" else [1]
+
+
+def check_search(lm: LoadedModel, level: int) -> None:
+    """Refuse a search at a level :func:`searchable_levels` leaves out."""
+    if level not in searchable_levels(lm):
+        raise ValueError(f"the search above level 1 needs a model decoded through its priors' "
+                         f"means; {lm.name!r} re-quantizes (descent \"hqa\")")
+
+
+def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
+          search: SearchSettings | None = None, level: int = 1):
+    """An image's codes (every level, bottom first; with ``search``, those of ``level``
+    searched), the file header (levels to be filled in) and extras."""
     if lm.modality != "image":
         raise ValueError(f"model {lm.name!r} is a {lm.modality} model, not an image model")
     if img.mode not in MODES:
@@ -38,6 +56,10 @@ def _item(lm: LoadedModel, img: Image.Image, joint: bool | None):
     x, alpha = to_tensor(img)
     xp = pad_to(to_channels(x, lm.model.config.channels), lm.model.config.stride(n - 1))
     codes = lm.model.encode(xp)
+    if search is not None and search.steps:
+        check_search(lm, level)
+        codes = search_codes(lm.model, xp, codes, level - 1, image_distortion, img.width * img.height,
+                             search, crop=(img.height, img.width))
     extras = {ALPHA_TAG: zlib.compress(alpha.tobytes(), 9)} if alpha is not None else {}
     header = bitstream.Header(model=lm.name, weights_hash=lm.hash_prefix, width=img.width,
                               height=img.height, mode=img.mode, num_levels=n, levels=(),
@@ -47,12 +69,14 @@ def _item(lm: LoadedModel, img: Image.Image, joint: bool | None):
 
 @torch.no_grad()
 def compress_image(lm: LoadedModel, img: Image.Image, level: int = 1,
-                   joint: bool | None = None, groups: int = 0) -> CompressResult:
+                   joint: bool | None = None, groups: int = 0,
+                   search: SearchSettings | None = None) -> CompressResult:
     """Code an image (a :data:`hvqc.image.MODES` mode) down to ``level`` (1 = finest).
 
     ``joint`` codes all levels into one stream (default: :func:`default_joint`).
     ``groups`` (1 .. groups of the level - 1) sends only the first coding groups of
     ``level``: a rate between it and the level above, the rest filled in by its prior.
+    ``search`` looks for better codes of ``level`` than the encoder's (:mod:`hvqc.search`).
     """
     n = lm.model.num_levels
     if not 1 <= level <= n:
@@ -60,14 +84,15 @@ def compress_image(lm: LoadedModel, img: Image.Image, level: int = 1,
     if groups and not 0 < groups < num_groups(lm, level - 1):
         raise ValueError(f"groups must be in 1..{num_groups(lm, level - 1) - 1} for level {level} "
                          f"of model {lm.name!r}, got {groups}")
-    return write_cut(lm, *_item(lm, img, joint), level, groups)
+    return write_cut(lm, *_item(lm, img, joint, search, level), level, groups)
 
 
 @torch.no_grad()
-def image_cuts(lm: LoadedModel, img: Image.Image, joint: bool | None = None) -> list[tuple[bytes, int, int]]:
+def image_cuts(lm: LoadedModel, img: Image.Image, joint: bool | None = None,
+               search: SearchSettings | None = None) -> list[tuple[bytes, int, int]]:
     """Every level and refinement of an image as a file, finest first (:func:`cut_files`),
-    from one encode and one pass through the priors."""
-    return cut_files(lm, *_item(lm, img, joint))
+    from one encode (``search``: level 1's codes searched) and one pass through the priors."""
+    return cut_files(lm, *_item(lm, img, joint, search))
 
 
 @torch.no_grad()

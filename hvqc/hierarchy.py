@@ -110,8 +110,9 @@ class HierarchicalVQVAE(nn.Module):
 
     Verbs: :meth:`encode` (signal -> indices per level), :meth:`decode` (indices of
     some levels -> signal, HQA's descent), :meth:`decode_mean` (one level's indices ->
-    signal through the priors' mean codewords), :meth:`predict` (one level's codes ->
-    prediction of the level below), :meth:`forward` (training).
+    signal through the priors' mean codewords; :meth:`signal_mean` from codewords),
+    :meth:`predict` (one level's codes -> prediction of the level below),
+    :meth:`forward` (training).
     """
 
     def __init__(self, config: HierarchyConfig):
@@ -200,6 +201,12 @@ class HierarchicalVQVAE(nn.Module):
         if known is not None:
             cond = None if upper is None else self.predict(level + 1, upper)
             q = torch.where(known, q, self.expected(level, cond, indices, known))
+        return self.signal_mean(level, q)
+
+    def signal_mean(self, level: int, q: torch.Tensor) -> torch.Tensor:
+        """Signal from codewords ``q`` ``[B, D, *S]`` of ``level`` (0-based), each level below
+        it replaced by its prior's mean codeword given the prediction from above;
+        differentiable in ``q`` (the encoder's search, :mod:`hvqc.search`, descends it)."""
         for l in range(level, 0, -1):
             q = self.expected(l - 1, self.levels[l].decoder(q))
         return self.levels[0].decoder(q)

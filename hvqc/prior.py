@@ -157,10 +157,21 @@ class ContextPrior(nn.Module):
             yield m, self.logits(indices, known, cond)
             known = known | m
 
+    def log_probs(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """``log p(k | context)`` ``[B, K, *S]`` at every position, each position's from the
+        context its coding group sees (the codes of earlier groups)."""
+        shape = tuple(indices.shape[1:])
+        base = self.cond_term(cond, shape, indices.shape[0])
+        out = base.new_empty((indices.shape[0], self.num_codes, *shape))
+        known = torch.zeros(shape, dtype=torch.bool, device=indices.device)
+        for mask, offset in zip(self.masks(shape, indices.device), self.offsets()):
+            if mask.any():
+                sub = (..., *[slice(o, None, self.phase) for o in offset])
+                out[sub] = F.log_softmax(self.logits_at(indices, known, base, offset), 1)
+                known = known | mask
+        return out
+
     def forward(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """Mean code length in bits per position (cross-entropy of the true codes)."""
-        total = indices.new_zeros((), dtype=torch.float32)
-        for m, lg in self.group_logits(indices, cond):
-            ce = F.cross_entropy(lg, indices, reduction="none")
-            total = total + (ce * m).sum()
-        return total / (indices.numel() * math.log(2))
+        lp = self.log_probs(indices, cond).gather(1, indices.unsqueeze(1))
+        return -lp.sum() / (indices.numel() * math.log(2))

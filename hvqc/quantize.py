@@ -102,6 +102,21 @@ class GumbelQuantizer(nn.Module):
         """Codewords for indices: ``[B, *S] -> [B, D, *S]``."""
         return F.embedding(indices, self.codewords(dtype)).movedim(-1, 1)
 
+    def relax(self, z: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Straight-through quantization without noise, for optimising ``z`` itself
+        (:mod:`hvqc.search`): the forward value is the nearest codeword, the gradient that of
+        ``softmax(-sharpness * d / tau)`` over the codebook.
+
+        Returns ``(quantized [B, D, *S], weights [B * prod(S), K], indices [B, *S])``; the
+        weights are one-hot in value and soft in gradient.
+        """
+        d = self.distances(_to_rows(z))
+        soft = torch.softmax(-self.sharpness.to(d.dtype) * d / tau, 1)
+        idx = d.argmin(1)
+        w = F.one_hot(idx, self.num_codes).to(soft.dtype) + soft - soft.detach()
+        q = (w @ self.codewords(d.dtype)).view(z.shape[0], *z.shape[2:], self.dim).movedim(-1, 1)
+        return q, w, idx.view(z.shape[0], *z.shape[2:])
+
     def forward(self, z: torch.Tensor, tau: float = 1.0) -> QuantizeOutput:
         """Quantize ``z`` (``[B, D, *S]``); stochastic and differentiable in training mode."""
         rows = _to_rows(z)

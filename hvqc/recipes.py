@@ -8,37 +8,15 @@ import os
 from functools import partial
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from pytorch_msssim import ms_ssim, ssim
-
 from .data import require
 from .datasets import TensorSampler, celeba, mnist
 from .image import CropSampler, faces_config, mnist_config, photo_config
+from .losses import mse, msssim_mse, ssim_mse
 from .train import TrainSettings, train
 
-__all__ = ["RECIPES", "photo_distortion", "mse_distortion", "train_recipe"]
+__all__ = ["RECIPES", "train_recipe"]
 
 PHOTO_FOLDERS = ("bsds500", "imagenet_sample", "sun_hays80")   # never kodak
-MSSSIM_WEIGHTS = [0.0448, 0.2856, 0.3001, 0.2363]                # 4 scales, 7-px window: fits 128 px crops
-
-
-def photo_distortion(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``(1 - MS-SSIM) + 10 * MSE`` on [0, 1] RGB: MS-SSIM-weighted, with MSE to keep colour."""
-    x_hat = x_hat + (x_hat.clamp(0, 1) - x_hat).detach()   # straight-through clamp
-    w = torch.tensor(MSSSIM_WEIGHTS)
-    return (1 - ms_ssim(x_hat, x, data_range=1.0, weights=w, win_size=7)) + 10 * F.mse_loss(x_hat, x)
-
-
-def faces_distortion(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``(1 - SSIM) + 10 * MSE`` (7-px window): MS-SSIM's scales do not fit 64 px."""
-    x_hat = x_hat + (x_hat.clamp(0, 1) - x_hat).detach()
-    return (1 - ssim(x_hat, x, data_range=1.0, win_size=7)) + 10 * F.mse_loss(x_hat, x)
-
-
-def mse_distortion(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Plain MSE (HQA's digits loss)."""
-    return F.mse_loss(x_hat, x)
 
 
 def _stage(settings: TrainSettings, stage: str, levels: int, top: int = 2,
@@ -87,7 +65,7 @@ def train_photo(run_dir: Path, steps: int, batch: int = 8, crop: int = 128, seed
     settings = TrainSettings(steps=steps, seed=seed, init=init)
     config = photo_config()
     _stage(settings, stage, len(config.levels), freeze=freeze)
-    return train(config, lambda step: sampler.sample(batch), photo_distortion, run_dir,
+    return train(config, lambda step: sampler.sample(batch), msssim_mse, run_dir,
                  settings, meta, progress)
 
 
@@ -102,7 +80,7 @@ def train_mnist(run_dir: Path, steps: int, batch: int = 64, crop: int | None = N
     settings = TrainSettings(steps=steps, seed=seed, init=init, ckpt_every=500)
     config = mnist_config()
     _stage(settings, stage, len(config.levels), freeze=freeze)
-    return train(config, lambda step: sampler.sample(batch), mse_distortion, run_dir,
+    return train(config, lambda step: sampler.sample(batch), mse, run_dir,
                  settings, meta, progress)
 
 
@@ -118,7 +96,7 @@ def train_faces(run_dir: Path, steps: int, batch: int = 32, crop: int | None = N
     settings = TrainSettings(steps=steps, seed=seed, init=init, ckpt_every=500)
     config = faces_config()
     _stage(settings, stage, len(config.levels), top=3, freeze=freeze)   # its 4x4 level was weak too
-    return train(config, lambda step: sampler.sample(batch), faces_distortion, run_dir,
+    return train(config, lambda step: sampler.sample(batch), ssim_mse, run_dir,
                  settings, meta, progress)
 
 
@@ -159,7 +137,7 @@ def train_speech(run_dir: Path, steps: int, variant: str = "down+aux", batch: in
             "batch": batch, "command": command}
     settings = TrainSettings(steps=steps, seed=seed, init=init, lr=5e-4, ckpt_every=500,
                              signal_weight=0.0 if variant == "down-only" else 0.5)
-    return train(speech_config(variant), lambda step: sampler.sample(batch, step), mse_distortion,
+    return train(speech_config(variant), lambda step: sampler.sample(batch, step), mse,
                  run_dir, settings, meta, progress)
 
 

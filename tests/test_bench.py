@@ -249,3 +249,39 @@ def test_cli_end_to_end(cli, images, peer_ckpt, tmp_path):
     rc, _, err = cli("bench", images, "--codecs", "jpeg", "--limit", "1", "-o", out, "--force")
     assert rc == 0, err
     assert len(json.loads((out / "jpeg.json").read_text())["per_image"]) == len(bench.JPEG.settings)
+
+
+def test_search_adds_a_second_hvqc_entry(tiny, images, photo_img, tmp_path, monkeypatch):
+    """``--search``: hvqc twice, plain and searched, each with its own BD-rate table."""
+    from hvqc import zoo
+    from hvqc.search import SearchSettings
+    monkeypatch.setattr(zoo, "load", lambda name: tiny)
+    s = SearchSettings(steps=2, lr=0.1)
+    with pytest.raises(bench.BenchError, match="--search needs hvqc"):
+        bench.make_codecs(["jpeg"], "tiny", search=s)
+    codecs = bench.make_codecs(["hvqc", "jpeg"], "tiny", search=s)
+    assert [c.key for c in codecs] == ["hvqc", "hvqc-search", "jpeg"]
+    searched = codecs[1]
+    assert searched.name == "hvqc (tiny, search 2)"
+    assert searched.settings == ((1, 0), (1, 2))           # the tiny model re-quantizes above level 1
+    monkeypatch.setitem(tiny.info, "descent", "mean")
+    assert bench.HvqcCodec("tiny", s).settings == codecs[0].settings
+    for level, groups in searched.settings:
+        row, _ = bench.measure(searched, photo_img, (level, groups))
+        want = codec_mod.compress_image(tiny, photo_img, level, groups=groups, search=s).data
+        assert row["bytes"] == len(want) and row["codec"] == "hvqc-search"
+    res = bench.run(sorted(images.glob("*.png"))[:1], codecs, progress=False)
+    paths = {p.name for p in bench.write_outputs(res, tmp_path)}
+    assert {"hvqc-search.json", "bd_rate.json", "bd_rate-hvqc-search.json"} <= paths
+    bd = json.loads((tmp_path / "bd_rate-hvqc-search.json").read_text())
+    assert bd["test"] == "hvqc-search" and set(bd["against"]) == {"hvqc", "jpeg"}
+    md = (tmp_path / "summary.md").read_text()
+    assert "## BD-rate of hvqc (tiny)\n" in md and "## BD-rate of hvqc (tiny, search 2)\n" in md
+
+
+def test_cli_search_is_checked(cli, images, tmp_path):
+    for args, msg in ((["--search", "-1"], "--search must be 0 or more steps, got -1"),
+                      (["--codecs", "jpeg", "--search", "2"], "--search needs hvqc among the codecs")):
+        rc, _, err = cli("bench", images, *args, "-o", tmp_path / "out")
+        _one_error(rc, err, msg)
+        assert list(tmp_path.iterdir()) == []
