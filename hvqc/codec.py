@@ -24,10 +24,11 @@ from .search import SearchSettings, search_codes
 from .zoo import LoadedModel
 
 __all__ = ["CompressResult", "compress_codes", "decompress_codes", "compress_image", "image_cuts",
-           "check_search", "searchable_levels",
+           "check_search", "searchable_levels", "SEARCH_MAX_PIXELS",
            "decompress_image", "recode", "level_shapes", "default_joint", "ALPHA_TAG"]
 
 ALPHA_TAG = 1   # extras tag: zlib-deflated 8-bit alpha plane, row-major
+SEARCH_MAX_PIXELS = 4_000_000   # the search's backward pass: about 1.3 GB in all for Kodak's 0.4 MP
 
 
 def searchable_levels(lm: LoadedModel) -> list[int]:
@@ -58,6 +59,10 @@ def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
     codes = lm.model.encode(xp)
     if search is not None and search.steps:
         check_search(lm, level)
+        if img.width * img.height > SEARCH_MAX_PIXELS:
+            raise ValueError(f"--search takes images up to {SEARCH_MAX_PIXELS // 10**6} million pixels "
+                             f"(its gradients need about 2.5 kB a pixel); this one has "
+                             f"{img.width * img.height}: encode it without --search")
         codes = search_codes(lm.model, xp, codes, level - 1, image_distortion, img.width * img.height,
                              search, crop=(img.height, img.width))
     extras = {ALPHA_TAG: zlib.compress(alpha.tobytes(), 9)} if alpha is not None else {}

@@ -172,3 +172,11 @@ def test_image_distortion_by_size():
     x = torch.rand(1, 3, 6, 40)
     y = x + 0.2
     assert losses.image_distortion(y, x).item() == pytest.approx(losses.mse(y.clamp(0, 1), x).item())
+
+
+def test_search_refuses_an_image_too_large_for_its_gradients(tiny, monkeypatch):
+    monkeypatch.setattr(codec, "SEARCH_MAX_PIXELS", 30 * 20 - 1)
+    img = Image.new("RGB", (30, 20), (200, 30, 10))
+    with pytest.raises(ValueError, match="--search takes images up to"):
+        codec.compress_image(tiny, img, 1, search=SearchSettings(steps=2))
+    codec.compress_image(tiny, img, 1)                         # without the search it codes
