@@ -227,6 +227,17 @@ def _stem(p: Path) -> str:
     return p.name
 
 
+def _labels(paths: Sequence[Path]) -> list[str]:
+    """A setting label per checkpoint: its file stem, or where stems repeat (training runs
+    all write ``ckpt.pth.tar``) its run folder's name, else numbered."""
+    labels = [_stem(p) for p in paths]
+    if len(set(labels)) < len(labels):
+        labels = [p.parent.name or _stem(p) for p in paths]
+    if len(set(labels)) < len(labels):
+        labels = [f"{s}#{i + 1}" for i, s in enumerate(labels)]
+    return labels
+
+
 class PeerCodec(Codec):
     """A CompressAI model, one local checkpoint per setting; nothing is downloaded.
 
@@ -262,12 +273,10 @@ class PeerCodec(Codec):
                 raise BenchError(f"--peer {arch}={p}: cannot load a {arch} checkpoint "
                                  f"({_one_line(e)})") from None
             self.models.append(net)
-        self.labels = [_stem(p) for p in self.paths]
-        if len(set(self.labels)) < len(self.labels):
-            self.labels = [f"{s}#{i + 1}" for i, s in enumerate(self.labels)]
+        self.labels = _labels(self.paths)
         sizes = ", ".join(f"{sum(t.numel() for t in m.parameters()) / 1e6:.2f}" for m in self.models)
         self.description = (f"CompressAI {arch} ({sizes} M parameters), built untrained and loaded "
-                            f"from local checkpoints {', '.join(p.name for p in self.paths)}; rate = "
+                            f"from local checkpoints {', '.join(map(str, self.paths))}; rate = "
                             f"bytes of the model.compress strings (no container header)")
 
     def label(self, i) -> str:
@@ -340,10 +349,11 @@ def make_codecs(names: Sequence[str], model: str = "photo",
                 peers: dict[str, list[Path]] | None = None, search=None) -> list[Codec]:
     """Build the adapters (loads the hvqc model and every peer checkpoint); with
     ``search`` (:class:`hvqc.search.SearchSettings`), hvqc with searched codes too."""
-    if search is not None and search.steps and "hvqc" not in names:
+    searched = search is not None and search.steps > 0
+    if searched and "hvqc" not in names:
         raise BenchError("--search needs hvqc among the codecs")
     codecs = [HvqcCodec(model) if n == "hvqc" else BUILTIN[n]() for n in names]
-    if search is not None and search.steps:
+    if searched:
         codecs.insert(names.index("hvqc") + 1, HvqcCodec(model, search))
     codecs += [PeerCodec(arch, paths) for arch, paths in (peers or {}).items()]
     if not codecs:

@@ -1,6 +1,7 @@
 """``hvqc bench``: BD-rate on known curves, codec adapters, result formats, the CLI."""
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,3 +286,11 @@ def test_cli_search_is_checked(cli, images, tmp_path):
         rc, _, err = cli("bench", images, *args, "-o", tmp_path / "out")
         _one_error(rc, err, msg)
         assert list(tmp_path.iterdir()) == []
+
+
+def test_peer_labels_name_the_run_where_files_share_a_name():
+    P = Path
+    assert bench._labels([P("a/q1.pth.tar"), P("b/q2.pth.tar")]) == ["q1", "q2"]
+    assert bench._labels([P("runs/peer-l0.0018/ckpt.pth.tar"), P("runs/peer-l0.0006/ckpt.pth.tar")]) \
+        == ["peer-l0.0018", "peer-l0.0006"]
+    assert bench._labels([P("x/ckpt.pth.tar"), P("x/ckpt.pth.tar")]) == ["x#1", "x#2"]
