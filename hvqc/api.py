@@ -71,7 +71,7 @@ def compress(image, model: str | LoadedModel = DEFAULT_MODEL, level: int | None 
         joint: code all levels in one stream (smaller for tiny images; cut only with
             the model). Default: the model's choice (``hvqc models``).
         search: steps of the encoder's search for better codes (:mod:`hvqc.search`;
-            about 20 is enough, each costing a few of the plain encoder's time), or its
+            about 10 is enough, each step costing about one plain encode), or its
             settings; 0 (default) sends the encoder's codes.
     """
     if level is not None and bpp is not None:

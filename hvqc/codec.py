@@ -54,15 +54,17 @@ def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
     if img.mode not in MODES:
         raise ValueError(f"unsupported image mode {img.mode!r}")
     n = lm.model.num_levels
-    x, alpha = to_tensor(img)
-    xp = pad_to(to_channels(x, lm.model.config.channels), lm.model.config.stride(n - 1))
-    codes = lm.model.encode(xp)
-    if search is not None and search.steps:
+    searching = search is not None and search.steps > 0
+    if searching:                            # refused before any encoding
         check_search(lm, level)
         if img.width * img.height > SEARCH_MAX_PIXELS:
             raise ValueError(f"--search takes images up to {SEARCH_MAX_PIXELS // 10**6} million pixels "
                              f"(its gradients need about 2.5 kB a pixel); this one has "
                              f"{img.width * img.height}: encode it without --search")
+    x, alpha = to_tensor(img)
+    xp = pad_to(to_channels(x, lm.model.config.channels), lm.model.config.stride(n - 1))
+    codes = lm.model.encode(xp)
+    if searching:
         codes = search_codes(lm.model, xp, codes, level - 1, image_distortion, img.width * img.height,
                              search, crop=(img.height, img.width))
     extras = {ALPHA_TAG: zlib.compress(alpha.tobytes(), 9)} if alpha is not None else {}
