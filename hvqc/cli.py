@@ -133,6 +133,11 @@ def _run(pairs, work, desc: str) -> None:
         raise typer.Exit(1)
 
 
+def _check_steps(search: int) -> None:
+    if search < 0:
+        raise UserError(f"--search must be 0 or more steps, got {search}")
+
+
 def _plan_encode(inputs, output, suffixes, force: bool, model: str, modality: str,
                  level: Optional[int], rate_flag: str, rate: Optional[float], search: int = 0):
     """The checks every encode command makes before any work: level or rate, search steps,
@@ -141,8 +146,7 @@ def _plan_encode(inputs, output, suffixes, force: bool, model: str, modality: st
         raise UserError(f"give --level or {rate_flag}, not both")
     if rate is not None and not rate > 0:
         raise UserError(f"{rate_flag} must be positive")
-    if search < 0:
-        raise UserError(f"--search must be 0 or more steps, got {search}")
+    _check_steps(search)
     files, batch = _expand(inputs, suffixes)
     pairs = _plan(files, batch, output, ".hvqc", force)
     from .zoo import load
@@ -178,8 +182,8 @@ def encode(inputs: List[Path] = typer.Argument(..., help="Image files or folders
                                                 "a model). Default: the model's choice."),
            search: int = typer.Option(0, "--search", metavar="STEPS",
                                       help="Search this many steps for better codes than the "
-                                      "encoder's (same decoder and format; about 20 is enough, "
-                                      "each costing about the plain encode's time)."),
+                                      "encoder's (same decoder and format; about 10 is enough, "
+                                      "each step costing about one plain encode)."),
            force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs.")):
     """Compress images into .hvqc files."""
     from .api import compress_file
@@ -383,8 +387,7 @@ def bench(image_dir: Optional[Path] = typer.Argument(None, help="Image folder (d
     from .data import data_root
     from .search import SearchSettings
     try:
-        if search < 0:
-            raise UserError(f"--search must be 0 or more steps, got {search}")
+        _check_steps(search)
         folder = image_dir if image_dir is not None else data_root() / "kodak"
         files = b.list_images(folder, limit)
         names = b.parse_codecs(codecs)
