@@ -2,6 +2,7 @@
 
     python bench/train_peer.py [--arch bmshj2018-factorized] [--lmbda 0.0018]
                                [--steps 6600] [--run runs/peer-bmshj2018-factorized-q1]
+                               [--init STATE] [--device cuda] [--seconds S]
 
 No pretrained CompressAI weights can be downloaded here, so the peers of ``hvqc bench``
 are trained by this script on exactly what the ``photo`` model saw: the same folders
@@ -14,7 +15,10 @@ entropy bottleneck's quantiles. Size: CompressAI's quality 1-5 (N=128, M=192).
 Resumable: ``ckpt.pth.tar`` in the run folder holds the model, both optimisers and the
 step, written every ``--ckpt-every`` steps; rerun the same command to go on. The
 checkpoint is a plain ``{"state_dict": ...}`` that ``hvqc bench --peer ARCH=PATH`` reads.
-The budget is counted in steps; ``log.txt`` records the seconds.
+The budget is counted in steps, or with ``--seconds`` in wall-clock time (the schedule
+then follows the elapsed fraction): a GPU round gives hvqc and each peer the same seconds
+side by side on one card, each from its own finished CPU run (``--init``: a checkpoint
+or a bare state dict, read when the run folder has none). ``log.txt`` records the seconds.
 """
 from __future__ import annotations
 
@@ -64,17 +68,27 @@ def main() -> None:
     ap.add_argument("--ckpt-every", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--run", type=Path, default=None)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from this checkpoint or state dict when the run has none")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seconds", type=float, default=0.0,
+                    help="wall-clock budget (0: none); --steps is then a cap")
     args = ap.parse_args()
     run = args.run or Path("runs") / f"peer-{args.arch}-l{args.lmbda:g}"
     run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     sampler = CropSampler([require(f) for f in PHOTO_FOLDERS], args.crop, args.seed)
     net = build(args.arch).train()
+    ckpt = run / "ckpt.pth.tar"
+    if args.init is not None and not ckpt.exists():
+        state = torch.load(args.init, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     aux_params = [p for n, p in net.named_parameters() if n.endswith(".quantiles")]
     main_params = [p for n, p in net.named_parameters() if not n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=args.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
-    ckpt, step, seconds = run / "ckpt.pth.tar", 0, 0.0
+    step, seconds = 0, 0.0
     if ckpt.exists():
         ck = torch.load(ckpt, map_location="cpu", weights_only=True)
         net.load_state_dict(ck["state_dict"])
@@ -82,14 +96,29 @@ def main() -> None:
         aux_opt.load_state_dict(ck["aux_optimizer"])
         step, seconds = ck["step"], ck["seconds"]
         sampler.rng.seed(args.seed + step)        # fresh crops after a resume
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+    net.to(device)
+    for o in (opt, aux_opt):
+        for st in o.state.values():
+            for k, v in st.items():
+                if torch.is_tensor(v) and k != "step":
+                    st[k] = v.to(device)
     log = open(run / "log.txt", "a")
     bar = tqdm(total=args.steps, initial=step, dynamic_ncols=True)
     t0 = time.time() - seconds
-    while step < args.steps:
-        lr = args.lr * min(1.0, 0.5 * (1 + math.cos(math.pi * step / args.steps)) + 0.05)
+
+    def fraction() -> float:
+        f = step / args.steps
+        return min(max(f, (time.time() - t0) / args.seconds) if args.seconds > 0 else f, 1.0)
+
+    last = step >= args.steps or fraction() >= 1.0     # decided once per step
+    while not last:
+        lr = args.lr * min(1.0, 0.5 * (1 + math.cos(math.pi * fraction())) + 0.05)
         for g in opt.param_groups:
             g["lr"] = lr
-        x = sampler.sample(args.batch)
+        x = sampler.sample(args.batch).to(device, non_blocking=True)
         loss, bpp, mse = rd_loss(net(x), x, args.lmbda)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -100,16 +129,18 @@ def main() -> None:
         aux.backward()
         aux_opt.step()
         step += 1
-        psnr = -10 * math.log10(max(mse.item(), 1e-10))
-        bar.set_postfix_str(f"loss {loss.item():.3f} bpp {bpp.item():.3f} psnr {psnr:.2f} aux {aux.item():.1f}")
         bar.update(1)
-        if step % 50 == 0:
+        last = step >= args.steps or fraction() >= 1.0
+        if step % 50 == 0 or last:                    # .item() waits for a GPU
+            psnr = -10 * math.log10(max(mse.item(), 1e-10))
+            bar.set_postfix_str(f"loss {loss.item():.3f} bpp {bpp.item():.3f} psnr {psnr:.2f} "
+                                f"aux {aux.item():.1f}")
             log.write(f"step {step} loss {loss.item():.4f} bpp {bpp.item():.4f} psnr {psnr:.2f} "
                       f"aux {aux.item():.2f} {time.time() - t0:.0f}s\n")
             log.flush()
-        if step % args.ckpt_every == 0 or step == args.steps:
+        if step % args.ckpt_every == 0 or last:
             tmp = ckpt.with_suffix(".tmp")
-            torch.save({"state_dict": net.state_dict(), "optimizer": opt.state_dict(),
+            torch.save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}, "optimizer": opt.state_dict(),
                         "aux_optimizer": aux_opt.state_dict(), "step": step,
                         "seconds": time.time() - t0, "arch": args.arch, "lmbda": args.lmbda,
                         "data": ", ".join(PHOTO_FOLDERS), "crop": args.crop,

@@ -514,7 +514,11 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
           variant: Optional[str] = typer.Option(None, help="speech only: down+aux (default), "
                                                 "aux-only or down-only."),
           freeze: Optional[int] = typer.Option(None, help="Image models: how many bottom levels "
-                                               "stay fixed (default: the stage's).")):
+                                               "stay fixed (default: the stage's)."),
+          device: str = typer.Option("cpu", help="Where to train: cpu, cuda or cuda:N."),
+          seconds: float = typer.Option(0.0, help="Wall-clock budget in seconds (0: none); "
+                                        "the schedules then follow the elapsed time and "
+                                        "--steps is only a cap.")):
     """Train a model (resumable; also runs under torchrun)."""
     from .recipes import train_recipe
     try:
@@ -529,6 +533,19 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
                 raise UserError(f"--variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
             if run is None:
                 run = Path("runs") / (f"speech-{variant}" + (f"-seed{seed}" if seed else ""))
+        if seconds < 0:
+            raise UserError(f"--seconds must be 0 or more, got {seconds:g}")
+        if steps < 1:
+            raise UserError(f"--steps must be 1 or more, got {steps}")
+        import torch
+        try:
+            kind = torch.device(device).type
+        except RuntimeError:
+            raise UserError(f"--device must be cpu, cuda or cuda:N, got {device!r}") from None
+        if kind not in ("cpu", "cuda"):
+            raise UserError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device {device}: no CUDA device is available here")
         init_ck = ""
         if init is not None:
             init_ck = str(init / "ckpt.pt" if init.is_dir() else init)
@@ -536,6 +553,7 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
                 raise UserError(f"no checkpoint at {init_ck}")
         opts = {k: v for k, v in dict(batch=batch, crop=crop, variant=variant, freeze=freeze).items()
                 if v is not None}
+        opts.update(device=device, seconds=seconds)
         path = train_recipe(recipe, run or Path("runs") / recipe, steps, seed=seed, init=init_ck,
                             command=" ".join(["hvqc"] + sys.argv[1:]), **opts)
     except Exception as e:  # noqa: BLE001

@@ -21,7 +21,9 @@ PHOTO_FOLDERS = ("bsds500", "imagenet_sample", "sun_hays80")   # never kodak
 
 def _stage(settings: TrainSettings, stage: str, levels: int, top: int = 2,
            freeze: int | None = None) -> None:
-    """Adjust the settings for a stage: ``all`` (stage 1, every level); ``top`` (the
+    """Adjust the settings for a stage: ``all`` (stage 1, every level); ``tune`` (every
+    level again, from ``init``, at the low temperature and half the learning rate where
+    stage 1 left off: more training of a finished model, e.g. on a GPU); ``top`` (the
     ``top`` levels retrained from scratch on the frozen levels below, HQA's greedy
     layer-wise training, from ``init``; without the commitment term for the first 40 %
     of steps: a fresh encoder's outputs on a latent with a large constant part are
@@ -34,6 +36,9 @@ def _stage(settings: TrainSettings, stage: str, levels: int, top: int = 2,
     if stage == "top":
         settings.freeze_levels = settings.keep_levels = levels - top
         settings.commit_warmup = 0.4
+    elif stage == "tune":
+        settings.tau_start = settings.tau_end = 0.1
+        settings.lr = 1e-4
     elif stage == "upper":
         settings.signal_weight, settings.freeze_levels = 1.0, 1
         settings.tau_start = settings.tau_end = 0.1
@@ -56,13 +61,14 @@ def _rank() -> int:
 
 def train_photo(run_dir: Path, steps: int, batch: int = 8, crop: int = 128, seed: int = 0,
                 progress: bool = True, command: str = "", init: str = "",
-                stage: str = "all", freeze: int | None = None) -> Path:
+                stage: str = "all", freeze: int | None = None, device: str = "cpu",
+                seconds: float = 0.0) -> Path:
     """The photo model, in the stages of :func:`_stage` (2 and 3 start from ``init``)."""
     folders = [require(f) for f in PHOTO_FOLDERS]
     sampler = CropSampler(folders, crop, seed + 1000 * _rank())
     meta = {"data": ", ".join(PHOTO_FOLDERS), "images": len(sampler), "crop": crop,
             "batch": batch, "command": command}
-    settings = TrainSettings(steps=steps, seed=seed, init=init)
+    settings = TrainSettings(steps=steps, seed=seed, init=init, device=device, seconds=seconds)
     config = photo_config()
     _stage(settings, stage, len(config.levels), freeze=freeze)
     return train(config, lambda step: sampler.sample(batch), msssim_mse, run_dir,
@@ -71,13 +77,14 @@ def train_photo(run_dir: Path, steps: int, batch: int = 8, crop: int = 128, seed
 
 def train_mnist(run_dir: Path, steps: int, batch: int = 64, crop: int | None = None, seed: int = 0,
                 progress: bool = True, command: str = "", init: str = "", stage: str = "all",
-                freeze: int | None = None) -> Path:
+                freeze: int | None = None, device: str = "cpu", seconds: float = 0.0) -> Path:
     """HQA's digits model on the 60,000 MNIST training digits at 32x32, MSE loss."""
     data, _ = mnist("train")
     sampler = TensorSampler(data, seed + 1000 * _rank())
     meta = {"data": "mnist train (60,000 digits, resized to 32x32)", "images": len(sampler),
             "batch": batch, "command": command, "stream": "joint", "sample_size": [32, 32]}
-    settings = TrainSettings(steps=steps, seed=seed, init=init, ckpt_every=500)
+    settings = TrainSettings(steps=steps, seed=seed, init=init, ckpt_every=500, device=device,
+                             seconds=seconds)
     config = mnist_config()
     _stage(settings, stage, len(config.levels), freeze=freeze)
     return train(config, lambda step: sampler.sample(batch), mse, run_dir,
@@ -86,14 +93,15 @@ def train_mnist(run_dir: Path, steps: int, batch: int = 64, crop: int | None = N
 
 def train_faces(run_dir: Path, steps: int, batch: int = 32, crop: int | None = None, seed: int = 0,
                 progress: bool = True, command: str = "", init: str = "", stage: str = "all",
-                freeze: int | None = None) -> Path:
+                freeze: int | None = None, device: str = "cpu", seconds: float = 0.0) -> Path:
     """CelebA faces (64x64 centre crops, flips), SSIM + MSE loss."""
     data = celeba("train")
     sampler = TensorSampler(data, seed + 1000 * _rank(), flip=True)
     meta = {"data": f"celeba 000001-004500 ({len(data)} faces, 64x64 centre crop); "
                     "004501-005000 held out", "images": len(sampler), "batch": batch, "command": command,
             "stream": "joint", "sample_size": [64, 64]}
-    settings = TrainSettings(steps=steps, seed=seed, init=init, ckpt_every=500)
+    settings = TrainSettings(steps=steps, seed=seed, init=init, ckpt_every=500, device=device,
+                             seconds=seconds)
     config = faces_config()
     _stage(settings, stage, len(config.levels), top=3, freeze=freeze)   # its 4x4 level was weak too
     return train(config, lambda step: sampler.sample(batch), ssim_mse, run_dir,
@@ -102,7 +110,8 @@ def train_faces(run_dir: Path, steps: int, batch: int = 32, crop: int | None = N
 
 def train_speech(run_dir: Path, steps: int, variant: str = "down+aux", batch: int = 16,
                  crop: int | None = None, seed: int = 0, progress: bool = True, command: str = "",
-                 init: str = "", corpus: str | None = None) -> Path:
+                 init: str = "", corpus: str | None = None, device: str = "cpu",
+                 seconds: float = 0.0) -> Path:
     """The speech models: 80-band log-mel features (10 ms frames), 3 VQ levels of 256 codes.
 
     Data: the espeak-ng corpus (``runs/speech/corpus``: 1,500 train utterances, made if
@@ -136,7 +145,8 @@ def train_speech(run_dir: Path, steps: int, variant: str = "down+aux", batch: in
                     f"{crop}-frame crops", "utterances": len(sampler), "crop": crop,
             "batch": batch, "command": command}
     settings = TrainSettings(steps=steps, seed=seed, init=init, lr=5e-4, ckpt_every=500,
-                             signal_weight=0.0 if variant == "down-only" else 0.5)
+                             signal_weight=0.0 if variant == "down-only" else 0.5,
+                             device=device, seconds=seconds)
     return train(speech_config(variant), lambda step: sampler.sample(batch, step), mse,
                  run_dir, settings, meta, progress)
 
@@ -144,7 +154,7 @@ def train_speech(run_dir: Path, steps: int, variant: str = "down+aux", batch: in
 RECIPES = {"speech": train_speech}
 for _name, _fn in (("photo", train_photo), ("mnist", train_mnist), ("faces", train_faces)):
     RECIPES[_name] = _fn
-    for _st in ("top", "upper", "priors"):
+    for _st in ("tune", "top", "upper", "priors"):
         RECIPES[f"{_name}-{_st}"] = partial(_fn, stage=_st)
 
 

@@ -1,4 +1,4 @@
-"""Training loops: single CPU process or torchrun (DDP, gloo), resumable checkpoints.
+"""Training loops: one process (CPU or GPU) or torchrun (DDP, gloo), resumable checkpoints.
 
 One loop serves every modality: it is handed a model config, a batch sampler and a
 distortion function for level 0. All levels train together; level ``l > 0`` sees
@@ -10,6 +10,9 @@ only the priors to the finished model's codes, with their own loss and gradient 
 (in the joint loss they get a 0.05 weight and share one clip with the autoencoders,
 which leaves them under-trained). Checkpoints carry their own config,
 optimizer state and step, so running the same command again picks up where it stopped.
+A run is budgeted in steps or, with ``seconds``, in wall-clock time: the learning-rate
+and temperature schedules then follow the elapsed fraction of the budget, which is how
+hvqc and its CompressAI peers get the same time on one GPU.
 """
 from __future__ import annotations
 
@@ -47,12 +50,30 @@ class TrainSettings:
     commit_warmup: float = 0.0    # fraction of steps trained without the commitment term
     keep_levels: int = -1         # with ``init``: load only the bottom levels (-1: all); the
                                   # rest start fresh (HQA's greedy training of upper levels)
+    seconds: float = 0.0          # wall-clock budget (0: none); ``steps`` is then a cap
+    device: str = "cpu"
 
 
-def tau_at(step: int, s: TrainSettings) -> float:
-    """Exponential Gumbel temperature annealing from ``tau_start`` to ``tau_end``."""
-    f = min(step / max(s.steps, 1), 1.0)
+def tau_at(step: int, s: TrainSettings, frac: float | None = None) -> float:
+    """Exponential Gumbel temperature annealing from ``tau_start`` to ``tau_end`` over the
+    run (``frac``: the elapsed fraction, when the budget is time rather than steps)."""
+    f = min(step / max(s.steps, 1) if frac is None else frac, 1.0)
     return s.tau_start * (s.tau_end / s.tau_start) ** f
+
+
+def _fraction(step: int, elapsed: float, s: TrainSettings) -> float:
+    """How far through its budget the run is, in [0, 1]."""
+    if s.seconds > 0:
+        return min(max(elapsed / s.seconds, step / max(s.steps, 1)), 1.0)
+    return min(step / max(s.steps, 1), 1.0)
+
+
+def _load_init(path: str) -> dict[str, torch.Tensor]:
+    """A model state from a run's ``ckpt.pt`` or a shipped ``.safetensors`` file."""
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+        return {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 def _is_dist() -> bool:
@@ -74,6 +95,9 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
         meta: extra JSON-able facts stored in the checkpoint (data, command).
     """
     rank = 0
+    if settings.seconds > 0 and _is_dist():
+        raise ValueError("a time budget (seconds) is for single-process training: the ranks "
+                         "of a distributed run would stop at different steps")
     if _is_dist() and not dist.is_initialized():
         dist.init_process_group("gloo")
     if dist.is_initialized():
@@ -84,7 +108,7 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
     ckpt_path = run_dir / "ckpt.pt"
     model = HierarchicalVQVAE(config)
     if settings.init and not ckpt_path.exists():
-        state = torch.load(settings.init, map_location="cpu", weights_only=True)["model"]
+        state = _load_init(settings.init)
         if settings.keep_levels >= 0:
             state = {k: v for k, v in state.items()
                      if not k.startswith("levels.") or int(k.split(".")[1]) < settings.keep_levels}
@@ -97,12 +121,22 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
     for p in model.parameters():
         p.requires_grad_(id(p) not in frozen)
     opt = torch.optim.Adam([p for p in model.parameters() if id(p) not in frozen], lr=settings.lr)
-    step = 0
+    step, spent = 0, 0.0
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optim"])
-        step = ck["step"]
+        step, spent = ck["step"], ck.get("seconds", 0.0)
+    device = torch.device(settings.device)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")     # TF32 matrix products
+    model.to(device)
+    for st in opt.state.values():                      # a resumed optimiser's moments
+        for k, v in st.items():
+            if torch.is_tensor(v) and k != "step":
+                st[k] = v.to(device)
+    data = sample
+    sample = lambda i: data(i).to(device, non_blocking=True)   # noqa: E731
     net = model
     if dist.is_initialized():
         net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
@@ -123,16 +157,23 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
     log = open(run_dir / "log.txt", "a") if rank == 0 else None
     bar = tqdm(total=settings.steps, initial=step, disable=not progress or rank != 0,
                dynamic_ncols=True)
-    t0 = time.time()
-    while step < settings.steps:
-        lr = settings.lr * min(1.0, 0.5 * (1 + math.cos(math.pi * step / settings.steps)) + 0.05)
+    t0 = time.time() - spent
+
+    def spent_all() -> bool:                           # decided once per step, so the last
+        return step >= settings.steps or (            # step always writes its checkpoint
+            settings.seconds > 0 and time.time() - t0 >= settings.seconds)
+    last = spent_all()
+    while not last:
+        frac = _fraction(step, time.time() - t0, settings)
+        tau = tau_at(step, settings, frac)
+        lr = settings.lr * min(1.0, 0.5 * (1 + math.cos(math.pi * frac)) + 0.05)
         for g in opt.param_groups:
             g["lr"] = lr
-        warm = step < settings.commit_warmup * settings.steps
+        warm = frac < settings.commit_warmup
         for lv, spec in zip(model.levels, config.levels):
             lv.quantizer.commit_weight = 0.0 if warm else spec.commit_weight
         x = sample(step)
-        out = net(x, tau_at(step, settings), settings.signal_weight > 0)
+        out = net(x, tau, settings.signal_weight > 0)
         dist_loss = distortion(out.x_hat, x)
         if settings.priors_only:        # the codes stay fixed: only the priors' bits count
             loss = sum(s.bits for s in out.levels)
@@ -147,7 +188,8 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()
         step += 1
-        if (step % settings.reset_every == 0 and step < settings.reset_until * settings.steps
+        last = spent_all()
+        if (step % settings.reset_every == 0 and frac < settings.reset_until
                 and not settings.priors_only):
             for lv, z in list(zip(model.levels, out.latents))[settings.freeze_levels:]:
                 lv.quantizer.reset_dead(z)
@@ -157,18 +199,20 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
                     dist.broadcast(lv.quantizer.usage, 0)
                     dist.broadcast(lv.quantizer.sharpness, 0)
         if rank == 0:
-            msg = (f"step {step} loss {loss.item():.4f} d {dist_loss.item():.4f} "
-                   + " ".join(f"L{i}[r {s.recon.item():.3f} b {s.bits.item():.2f} "
-                              f"p {s.perplexity.item():.0f}]" for i, s in enumerate(out.levels))
-                   + f" tau {tau_at(step, settings):.3f} {time.time() - t0:.0f}s")
-            bar.set_postfix_str(msg.split(" ", 2)[2][:90])
             bar.update(1)
-            if step % 50 == 0:
-                log.write(msg + "\n")
-                log.flush()
-            if step % settings.ckpt_every == 0 or step == settings.steps:
+            if step % 50 == 0 or (progress and step % 10 == 0) or last:   # .item() syncs a GPU
+                msg = (f"step {step} loss {loss.item():.4f} d {dist_loss.item():.4f} "
+                       + " ".join(f"L{i}[r {s.recon.item():.3f} b {s.bits.item():.2f} "
+                                  f"p {s.perplexity.item():.0f}]" for i, s in enumerate(out.levels))
+                       + f" tau {tau:.3f} {time.time() - t0:.0f}s")
+                bar.set_postfix_str(msg.split(" ", 2)[2][:90])
+                if step % 50 == 0 or last:
+                    log.write(msg + "\n")
+                    log.flush()
+            if step % settings.ckpt_every == 0 or last:
                 tmp = ckpt_path.with_suffix(".tmp")
-                torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
+                torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()},
+                            "optim": opt.state_dict(), "step": step, "seconds": time.time() - t0,
                             "config": config.to_dict(), "settings": vars(settings),
                             "meta": meta or {}}, tmp)
                 os.replace(tmp, ckpt_path)

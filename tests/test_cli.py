@@ -366,3 +366,17 @@ def test_train_refuses_bad_options_before_training(cli, tmp_path):
     rc, out, err = cli("train", "nosuch", "--run", tmp_path / "r")
     assert_one_error_line(rc, err, "nosuch")
     assert not (tmp_path / "r").exists()
+
+
+def test_train_refuses_a_bad_device_or_budget(cli, tmp_path):
+    """``--device`` and ``--seconds`` are checked before any data is read or folder made."""
+    import torch
+    cases = [(("--device", "tpu"), "--device must be cpu, cuda or cuda:N"),
+             (("--seconds", "-1"), "--seconds must be 0 or more"),
+             (("--steps", "0"), "--steps must be 1 or more")]
+    if not torch.cuda.is_available():
+        cases.append((("--device", "cuda"), "no CUDA device is available here"))
+    for args, fragment in cases:
+        rc, out, err = cli("train", "photo", *args, "--run", tmp_path / "r")
+        assert_one_error_line(rc, err, fragment)
+        assert not (tmp_path / "r").exists()

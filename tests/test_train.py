@@ -133,3 +133,51 @@ def test_latent_loss_scores_the_batch_mean_as_nothing_learned():
     assert target.var(0).mean() / target.var() < 0.1         # the constant part dominates
     one = _spread(target[:1])                                  # a batch of one: the floor
     assert torch.isfinite(one) and one > 0
+
+
+def test_time_budget_stops_the_run_and_schedules_by_elapsed_time(tmp_path):
+    """With ``seconds``, a run stops when its wall-clock budget is spent (``steps`` is only
+    a cap), records the seconds in its checkpoint, and its schedules follow the elapsed
+    fraction of the budget."""
+    sys.path.insert(0, str(HERE))
+    from make_tiny import tiny_config
+    from hvqc.train import TrainSettings, _fraction, tau_at, train
+    s = TrainSettings(steps=10 ** 6, seconds=2.0, reset_every=1, ckpt_every=10 ** 6)
+    g = torch.Generator().manual_seed(0)
+    train(tiny_config(), lambda i: torch.rand(2, 3, 32, 32, generator=g), torch.nn.functional.mse_loss,
+          tmp_path, s, progress=False)
+    ck = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert 1 <= ck["step"] < 10 ** 6
+    assert 2.0 <= ck["seconds"] < 60
+    assert ck["settings"]["seconds"] == 2.0
+    s = TrainSettings(steps=1000, seconds=100.0, tau_start=1.0, tau_end=0.01)
+    assert _fraction(10, 50.0, s) == 0.5                     # time leads
+    assert _fraction(800, 50.0, s) == 0.8                    # the step cap leads
+    assert _fraction(10, 500.0, s) == 1.0
+    assert abs(tau_at(10, s, _fraction(10, 50.0, s)) - 0.1) < 1e-12
+    assert _fraction(250, 1e9, TrainSettings(steps=1000)) == 0.25   # no budget: steps alone
+
+
+def test_init_from_shipped_safetensors(tmp_path):
+    """``init`` also takes a shipped float16 weights file: the run starts from exactly its
+    weights (widened), so a published model can be trained further (``photo-tune``)."""
+    sys.path.insert(0, str(HERE))
+    from make_tiny import tiny_config
+    from hvqc.hierarchy import HierarchicalVQVAE
+    from hvqc.train import TrainSettings, train
+    from hvqc.zoo import from_state, save_weights
+    from safetensors.torch import load_file
+    torch.manual_seed(1)
+    model = HierarchicalVQVAE(tiny_config())
+    for lv in model.levels:
+        lv.quantizer.initialised.fill_(True)
+    save_weights(model, tmp_path / "w.safetensors", "image", half=True)
+    want = from_state(tiny_config().to_dict(), load_file(str(tmp_path / "w.safetensors"))).state_dict()
+    s = TrainSettings(steps=1, lr=0.0, init=str(tmp_path / "w.safetensors"))
+    train(tiny_config(), lambda i: torch.rand(2, 3, 32, 32), torch.nn.functional.mse_loss,
+          tmp_path / "run", s, progress=False)
+    got = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["model"]
+    for k, v in want.items():
+        if not k.endswith("usage"):
+            assert torch.equal(got[k], v), k
+    assert got["levels.0.encoder.net.0.weight"].dtype == torch.float32

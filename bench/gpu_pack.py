@@ -1,0 +1,74 @@
+"""Pack what a GPU round (bench/gpu_round.sh) needs into the ignored folder ``.gpu/``.
+
+    python bench/gpu_pack.py [--quality 80] [--first-mb 15.9]
+
+A GPU machine gets only the checkout plus 64 MiB of carried files per call, and the
+photo training folders (bsds500, imagenet_sample, sun_hays80: 1,080 JPEGs, 102 MB; never
+Kodak) do not fit beside the tracked tree. They travel re-encoded as WebP (quality 80:
+41 MB) in two parts, ``.gpu/a`` (sent with the first call, with the peers) and ``.gpu/b``
+(the second); the round's script merges them. The peers' finished CPU runs travel as
+float16 state dicts (``.gpu/peer-f18.pt``, ``.gpu/peer-f06.pt``, 6 MB each). The wheels
+the GPU machine lacks go to ``.gpu/whl`` with pip, for its Python (3.12):
+
+    python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \\
+        --implementation cp --platform manylinux_2_34_x86_64 --platform manylinux_2_17_x86_64 \\
+        -d .gpu/whl compressai==1.2.8 pytorch-msssim==1.0.0 constriction==0.5.0
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from hvqc.data import data_root
+from hvqc.image import IMAGE_SUFFIXES
+from hvqc.recipes import PHOTO_FOLDERS
+
+OUT = Path(".gpu")
+PEERS = {"peer-f18.pt": "runs/peer-bmshj2018-factorized-l0.0018/ckpt.pth.tar",
+         "peer-f06.pt": "runs/peer-bmshj2018-factorized-l0.0006/ckpt.pth.tar"}
+
+
+def _webp(job: tuple[Path, Path, int]) -> int:
+    src, dst, quality = job
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    Image.open(src).convert("RGB").save(dst, "WEBP", quality=quality, method=4)
+    return dst.stat().st_size
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quality", type=int, default=80)
+    ap.add_argument("--first-mb", type=float, default=15.9,
+                    help="size of the first part (it travels with the peers)")
+    args = ap.parse_args()
+    root = data_root()
+    files = sorted(p for f in PHOTO_FOLDERS for p in (root / f).rglob("*")
+                   if p.suffix.lower() in IMAGE_SUFFIXES)
+    shutil.rmtree(OUT / "a", ignore_errors=True)
+    shutil.rmtree(OUT / "b", ignore_errors=True)
+    staged = OUT / "all"
+    jobs = [(p, staged / p.relative_to(root).with_suffix(".webp"), args.quality) for p in files]
+    with ProcessPoolExecutor() as ex:
+        sizes = list(ex.map(_webp, jobs, chunksize=8))
+    budget, used = args.first_mb * 1e6, 0
+    for i, ((_, dst, _), size) in enumerate(zip(jobs, sizes)):
+        part = "a" if i % 2 == 0 and used + size <= budget else "b"
+        used += size if part == "a" else 0
+        target = OUT / part / "data" / dst.relative_to(staged)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(dst, target)
+    shutil.rmtree(staged)
+    for name, ckpt in PEERS.items():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+        torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, OUT / name)
+    print(f"{len(files)} images, {sum(sizes) / 1e6:.1f} MB as WebP q{args.quality}: "
+          f"{used / 1e6:.1f} MB in .gpu/a, {(sum(sizes) - used) / 1e6:.1f} MB in .gpu/b")
+
+
+if __name__ == "__main__":
+    main()

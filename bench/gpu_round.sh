@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# One GPU round: hvqc's photo model and its two factorized CompressAI peers each get the
+# same wall-clock seconds, side by side on one card, each starting from its finished CPU
+# run. Run from the repository root on the GPU machine:
+#
+#   bash bench/gpu_round.sh smoke     # 20 s check of imports, data and a few steps of each
+#   bash bench/gpu_round.sh run SECS  # the round: SECS seconds of training for every model
+#
+# It reads (ignored, carried beside the checkout):
+#   .gpu/whl/*.whl      wheels the machine lacks (compressai, pytorch-msssim, constriction)
+#   .gpu/{a,b}/data/    the training photos (bsds500, imagenet_sample, sun_hays80; never
+#                       Kodak), re-encoded as WebP quality 80 to travel, split in two parts
+#   .gpu/peer-f18.pt, .gpu/peer-f06.pt   the CPU-trained peers' weights (float16)
+# and starts hvqc from weights/photo.safetensors. hvqc runs its stages one after another
+# inside the budget: photo-tune (every level, 64 %), photo-upper (levels 2-3 through the
+# pixels, 22 %), photo-priors (14 %); it is exported as weights/photo.safetensors. Results
+# go to $OUT (or ./gpu-out): photo.safetensors, manifest.json, the peers' ckpt.pth.tar
+# and the logs.
+set -u
+mode=${1:-smoke}
+secs=${2:-20}
+out=${OUT:-gpu-out}
+mkdir -p "$out" /root/gpu
+stash=/root/gpu
+# Keep what arrived (a warm machine keeps /root between calls; the second part may
+# arrive without the first).
+[ -d .gpu/a ] && cp -r --update=none .gpu/a/data "$stash/" 2>/dev/null
+[ -d .gpu/b ] && cp -r --update=none .gpu/b/data "$stash/" 2>/dev/null
+for f in .gpu/peer-f18.pt .gpu/peer-f06.pt; do [ -f "$f" ] && cp --update=none "$f" "$stash/"; done
+[ -d .gpu/whl ] && mkdir -p "$stash/whl" && cp --update=none .gpu/whl/*.whl "$stash/whl/"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site "$stash"/whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD HVQC_DATA=$stash/data PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
+echo "images: $(find "$stash/data" -name '*.webp' | wc -l)"
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
+hvqc() { python3 -c 'import sys; from hvqc.cli import app; sys.argv[0] = "hvqc"; app()' "$@"; }
+
+if [ "$mode" = smoke ]; then
+    runs=/tmp/smoke; rm -rf $runs
+    hvqc train photo-tune --init weights/photo.safetensors --run $runs/tune --device cuda \
+        --seconds "$secs" --steps 100000 --batch 16 --crop 256 2>&1 | tail -3 &
+    python3 bench/train_peer.py --init "$stash/peer-f18.pt" --run $runs/peer --device cuda \
+        --seconds "$secs" --steps 100000 --batch 16 --crop 256 --lr 1e-4 2>&1 | tail -2 &
+    wait
+    for f in $runs/tune/log.txt $runs/peer/log.txt; do echo "$f: $(tail -n 1 "$f")"; done
+    exit 0
+fi
+
+runs=/root/gpu/runs
+t1=$(python3 -c "print(round($secs * 0.64))")
+t2=$(python3 -c "print(round($secs * 0.22))")
+t3=$(python3 -c "print($secs - $t1 - $t2)")
+(
+    hvqc train photo-tune --init weights/photo.safetensors --run $runs/photo-tune --device cuda \
+        --seconds "$t1" --steps 1000000 --batch 16 --crop 256 \
+    && hvqc train photo-upper --init $runs/photo-tune --run $runs/photo-upper --device cuda \
+        --seconds "$t2" --steps 1000000 --batch 16 --crop 256 \
+    && hvqc train photo-priors --init $runs/photo-upper --run $runs/photo-priors --device cuda \
+        --seconds "$t3" --steps 1000000 --batch 16 --crop 256 \
+    && hvqc export $runs/photo-priors --name photo --force \
+    && cp weights/photo.safetensors weights/manifest.json "$out/"
+) > /root/gpu/photo.out 2>&1 &
+for l in 0.0018 0.0006; do
+    python3 bench/train_peer.py --arch bmshj2018-factorized --lmbda $l \
+        --init "$stash/peer-f${l: -2}.pt" --run $runs/peer-bmshj2018-factorized-l$l \
+        --device cuda --seconds "$secs" --steps 1000000 --batch 16 --crop 256 --lr 1e-4 \
+        > /root/gpu/peer-$l.out 2>&1 &
+done
+wait
+for l in 0.0018 0.0006; do
+    python3 - "$runs/peer-bmshj2018-factorized-l$l/ckpt.pth.tar" "$out/peer-f${l: -2}.pth.tar" <<'EOF'
+import sys, torch
+ck = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+ck.pop("optimizer"); ck.pop("aux_optimizer")    # the model alone comes back (size limit)
+torch.save(ck, sys.argv[2])
+EOF
+done
+tar czf "$out/logs.tar.gz" -C /root/gpu photo.out peer-0.0018.out peer-0.0006.out \
+    $(cd /root/gpu && ls runs/*/log.txt)
+for r in $runs/*; do echo "$r: $(tail -1 $r/log.txt)"; done
+ls -la "$out"
