@@ -5,6 +5,7 @@
 #
 #   bash bench/gpu_round.sh smoke     # 20 s check of imports, data and a few steps of each
 #   bash bench/gpu_round.sh run SECS  # the round: SECS seconds of training for every model
+#   BATCH=64 bash bench/gpu_round.sh run SECS   # another batch (CROP likewise) for all of them
 #
 # It reads (ignored, carried beside the checkout):
 #   .gpu/whl/*.whl      wheels the machine lacks (compressai, pytorch-msssim, constriction)
@@ -19,6 +20,8 @@
 set -u
 mode=${1:-smoke}
 secs=${2:-20}
+batch=${BATCH:-16}      # every model's batch and crop (the round of 2026-11-26: 16 x 256)
+crop=${CROP:-256}
 out=${OUT:-gpu-out}
 mkdir -p "$out" /root/gpu
 stash=/root/gpu
@@ -38,9 +41,9 @@ hvqc() { python3 -c 'import sys; from hvqc.cli import app; sys.argv[0] = "hvqc";
 if [ "$mode" = smoke ]; then
     runs=/tmp/smoke; rm -rf $runs
     hvqc train photo-tune --init weights/photo.safetensors --run $runs/tune --device cuda \
-        --seconds "$secs" --steps 100000 --batch 16 --crop 256 2>&1 | tail -3 &
+        --seconds "$secs" --steps 100000 --batch "$batch" --crop "$crop" 2>&1 | tail -3 &
     python3 bench/train_peer.py --init "$stash/peer-f18.pt" --run $runs/peer --device cuda \
-        --seconds "$secs" --steps 100000 --batch 16 --crop 256 --lr 1e-4 2>&1 | tail -2 &
+        --seconds "$secs" --steps 100000 --batch "$batch" --crop "$crop" --lr 1e-4 2>&1 | tail -2 &
     wait
     for f in $runs/tune/log.txt $runs/peer/log.txt; do echo "$f: $(tail -n 1 "$f")"; done
     exit 0
@@ -52,18 +55,18 @@ t2=$(python3 -c "print(round($secs * 0.22))")
 t3=$(python3 -c "print($secs - $t1 - $t2)")
 (
     hvqc train photo-tune --init weights/photo.safetensors --run $runs/photo-tune --device cuda \
-        --seconds "$t1" --steps 1000000 --batch 16 --crop 256 \
+        --seconds "$t1" --steps 1000000 --batch "$batch" --crop "$crop" \
     && hvqc train photo-upper --init $runs/photo-tune --run $runs/photo-upper --device cuda \
-        --seconds "$t2" --steps 1000000 --batch 16 --crop 256 \
+        --seconds "$t2" --steps 1000000 --batch "$batch" --crop "$crop" \
     && hvqc train photo-priors --init $runs/photo-upper --run $runs/photo-priors --device cuda \
-        --seconds "$t3" --steps 1000000 --batch 16 --crop 256 \
+        --seconds "$t3" --steps 1000000 --batch "$batch" --crop "$crop" \
     && hvqc export $runs/photo-priors --name photo --force \
     && cp weights/photo.safetensors weights/manifest.json "$out/"
 ) > /root/gpu/photo.out 2>&1 &
 for l in 0.0018 0.0006; do
     python3 bench/train_peer.py --arch bmshj2018-factorized --lmbda $l \
         --init "$stash/peer-f${l: -2}.pt" --run $runs/peer-bmshj2018-factorized-l$l \
-        --device cuda --seconds "$secs" --steps 1000000 --batch 16 --crop 256 --lr 1e-4 \
+        --device cuda --seconds "$secs" --steps 1000000 --batch "$batch" --crop "$crop" --lr 1e-4 \
         > /root/gpu/peer-$l.out 2>&1 &
 done
 wait

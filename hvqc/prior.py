@@ -159,16 +159,42 @@ class ContextPrior(nn.Module):
 
     def log_probs(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """``log p(k | context)`` ``[B, K, *S]`` at every position, each position's from the
-        context its coding group sees (the codes of earlier groups)."""
+        context its coding group sees (the codes of earlier groups).
+
+        Training and the search call this: every group's pass runs in one batch (groups
+        stacked on the batch axis), so a step launches each layer once rather than once
+        per group. Equal to :meth:`logits_at` group by group (what the coder uses) up to
+        float rounding.
+        """
         shape = tuple(indices.shape[1:])
-        base = self.cond_term(cond, shape, indices.shape[0])
-        out = base.new_empty((indices.shape[0], self.num_codes, *shape))
-        known = torch.zeros(shape, dtype=torch.bool, device=indices.device)
-        for mask, offset in zip(self.masks(shape, indices.device), self.offsets()):
-            if mask.any():
-                sub = (..., *[slice(o, None, self.phase) for o in offset])
-                out[sub] = F.log_softmax(self.logits_at(indices, known, base, offset), 1)
-                known = known | mask
+        b = indices.shape[0]
+        masks = self.masks(shape, indices.device)
+        known = torch.cat([torch.zeros_like(masks[:1]), masks.cumsum(0)[:-1] > 0])
+        groups = [g for g in range(len(masks)) if masks[g].any()]
+        offsets = self.offsets()
+        first, blocks, out_conv = self.net[0], self.net[1:-2], self.net[-1]
+        base = self.cond_term(cond, shape, b)
+        k = known[groups].to(self.embed.weight.dtype).unsqueeze(1).unsqueeze(1)   # [G, 1, 1, *S]
+        e = self.embed(indices.clamp(0, self.num_codes - 1)).movedim(-1, 1)     # [B, E, *S]
+        ctx = torch.cat([e.unsqueeze(0) * k, k.expand(-1, b, -1, *shape)], 2).flatten(0, 1)
+        h = base.repeat(len(groups), *[1] * (base.dim() - 1)) + _conv(
+            ctx, first.weight[:, :self._context_channels], None, first.padding)
+        out = base.new_empty((b, self.num_codes, *shape))
+        if len(blocks):
+            for block in blocks[:-1]:
+                h = block(h)
+            act, mid, act2, proj = blocks[-1].body
+            pad = mid.padding[0]
+            a = F.pad(act(h), (pad, pad) * self.dims)
+        for j, g in enumerate(groups):
+            rows = slice(j * b, (j + 1) * b)
+            sub = (..., *[slice(o, None, self.phase) for o in offsets[g]])
+            if len(blocks):
+                ag = a[rows][(..., *[slice(o, None) for o in offsets[g]])]
+                hg = h[rows][sub] + proj(act2(_conv(ag, mid.weight, mid.bias, 0, self.phase)))
+            else:
+                hg = h[rows][sub]
+            out[sub] = F.log_softmax(out_conv(F.silu(hg)), 1)
         return out
 
     def forward(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
