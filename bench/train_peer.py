@@ -140,9 +140,10 @@ def main() -> None:
             log.flush()
         if step % args.ckpt_every == 0 or last:
             tmp = ckpt.with_suffix(".tmp")
-            torch.save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}, "optimizer": opt.state_dict(),
-                        "aux_optimizer": aux_opt.state_dict(), "step": step,
-                        "seconds": time.time() - t0, "arch": args.arch, "lmbda": args.lmbda,
+            torch.save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
+                        "optimizer": opt.state_dict(), "aux_optimizer": aux_opt.state_dict(),
+                        "step": step, "seconds": time.time() - t0, "arch": args.arch,
+                        "lmbda": args.lmbda,
                         "data": ", ".join(PHOTO_FOLDERS), "crop": args.crop,
                         "batch": args.batch}, tmp)
             os.replace(tmp, ckpt)

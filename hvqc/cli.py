@@ -499,7 +499,8 @@ def models():
 
 @app.command()
 def train(recipe: str = typer.Argument("photo", help="Which model to train: photo, mnist, faces, "
-                                       "their later stages (from --init) X-top (the two top levels "
+                                       "their later stages (from --init) X-tune (every level "
+                                       "trained further), X-top (the two top levels "
                                        "retrained on the frozen ones below), X-upper (levels above "
                                        "the first through the pixels) and X-priors (priors only); "
                                        "speech (with --variant)."),
@@ -510,7 +511,8 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
           crop: Optional[int] = typer.Option(None, help="Crop size for photos (default 128)."),
           seed: int = typer.Option(0),
           init: Optional[Path] = typer.Option(None, help="Start from this run's checkpoint "
-                                              "(the run of the stage before)."),
+                                              "(the run of the stage before) or a shipped "
+                                              "model's .safetensors file."),
           variant: Optional[str] = typer.Option(None, help="speech only: down+aux (default), "
                                                 "aux-only or down-only."),
           freeze: Optional[int] = typer.Option(None, help="Image models: how many bottom levels "

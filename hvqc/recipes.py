@@ -22,8 +22,8 @@ PHOTO_FOLDERS = ("bsds500", "imagenet_sample", "sun_hays80")   # never kodak
 def _stage(settings: TrainSettings, stage: str, levels: int, top: int = 2,
            freeze: int | None = None) -> None:
     """Adjust the settings for a stage: ``all`` (stage 1, every level); ``tune`` (every
-    level again, from ``init``, at the low temperature and half the learning rate where
-    stage 1 left off: more training of a finished model, e.g. on a GPU); ``top`` (the
+    level again, from ``init``, at stage 1's final temperature 0.1 and half its peak
+    learning rate: more training of a finished model, e.g. on a GPU); ``top`` (the
     ``top`` levels retrained from scratch on the frozen levels below, HQA's greedy
     layer-wise training, from ``init``; without the commitment term for the first 40 %
     of steps: a fresh encoder's outputs on a latent with a large constant part are
