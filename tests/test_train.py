@@ -181,3 +181,17 @@ def test_init_from_shipped_safetensors(tmp_path):
         if not k.endswith("usage"):
             assert torch.equal(got[k], v), k
     assert got["levels.0.encoder.net.0.weight"].dtype == torch.float32
+
+
+def test_time_budget_is_refused_under_torchrun(tmp_path, monkeypatch):
+    """Ranks of a distributed run would stop at different steps (and hang in the
+    all-reduce), so a time budget is refused there before anything is built."""
+    import pytest
+    from hvqc.train import TrainSettings, train
+    sys.path.insert(0, str(HERE))
+    from make_tiny import tiny_config
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="single-process"):
+        train(tiny_config(), lambda i: torch.rand(2, 3, 32, 32), torch.nn.functional.mse_loss,
+              tmp_path / "run", TrainSettings(steps=2, seconds=1.0), progress=False)
+    assert not (tmp_path / "run").exists()
