@@ -40,7 +40,7 @@ from .image import IMAGE_SUFFIXES, load_image
 __all__ = ["BenchError", "Codec", "Encoded", "JPEG", "WebP", "JPEG2000", "AVIF", "HvqcCodec",
            "PeerCodec", "BUILTIN", "PEER_ARCHS", "list_images", "parse_codecs", "parse_peers",
            "make_codecs", "measure", "run", "summarise", "compressai_json", "bd_rates",
-           "write_outputs", "BenchResult"]
+           "write_outputs", "stale_outputs", "BenchResult"]
 
 METRICS = ("bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-rgb-db", "encoding_time", "decoding_time")
 
@@ -662,3 +662,26 @@ def write_outputs(res: BenchResult, folder: Path,
         write(folder / name, lambda f, data=data: f.write(data))
         paths.append(folder / name)
     return paths
+
+
+_CODEC_KEYS = {"name", "description", "results", "per_image", "machine"}   # compressai_json
+_BD_KEYS = {"test", "method", "against"}                                    # bd_rates
+
+
+def stale_outputs(folder: Path, written: Sequence[Path]) -> list[Path]:
+    """Results files of an earlier bench in ``folder`` that this one did not rewrite: a
+    codec's JSON or a BD-rate table from a run with other codecs or peers, which would
+    otherwise sit beside the new results as if they were part of them. Only files whose
+    content is one of this module's JSON outputs are named; anything else is left alone."""
+    keep = {Path(p).name for p in written}
+    stale = []
+    for path in sorted(Path(folder).glob("*.json")):
+        if path.name in keep or not path.is_file():
+            continue
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(doc, dict) and (_CODEC_KEYS <= doc.keys() or _BD_KEYS <= doc.keys()):
+            stale.append(path)
+    return stale

@@ -404,7 +404,11 @@ def bench(image_dir: Optional[Path] = typer.Argument(None, help="Image folder (d
         for note in res.notes:
             typer.echo(f"hvqc: note: {note}", err=True)
         out.mkdir(parents=True, exist_ok=True)
-        b.write_outputs(res, out, write=_atomic_write)
+        written = b.write_outputs(res, out, write=_atomic_write)
+        for old in b.stale_outputs(out, written):      # an earlier run's other codecs
+            old.unlink()
+            typer.echo(f"hvqc: removed {old} (an earlier bench's result, not rewritten by this one)",
+                       err=True)
     except Exception as e:  # noqa: BLE001
         _report(e)
     typer.echo(f"{len(files)} images, {len(adapters)} codecs: {out / 'summary.md'}")

@@ -294,3 +294,23 @@ def test_peer_labels_name_the_run_where_files_share_a_name():
     assert bench._labels([P("runs/peer-l0.0018/ckpt.pth.tar"), P("runs/peer-l0.0006/ckpt.pth.tar")]) \
         == ["peer-l0.0018", "peer-l0.0006"]
     assert bench._labels([P("x/ckpt.pth.tar"), P("x/ckpt.pth.tar")]) == ["x#1", "x#2"]
+
+
+def test_cli_force_removes_an_earlier_runs_other_results(cli, images, tmp_path):
+    """With --force, a codec's JSON (or BD-rate table) left by an earlier run with other
+    codecs is removed, so the folder holds one run's results; files the bench did not
+    write are kept, JSON ones included."""
+    out = tmp_path / "res"
+    rc, _, err = cli("bench", images, "--codecs", "jpeg,webp", "--limit", "1", "-o", out)
+    assert rc == 0, err
+    assert (out / "webp.json").exists()
+    (out / "notes.json").write_text('{"name": "mine", "results": {}}')
+    (out / "keep.txt").write_text("mine")
+    rc, _, err = cli("bench", images, "--codecs", "jpeg", "--limit", "1", "-o", out, "--force")
+    assert rc == 0, err
+    assert not (out / "webp.json").exists()
+    assert f"hvqc: removed {out / 'webp.json'}" in err
+    assert (out / "notes.json").read_text() == '{"name": "mine", "results": {}}'
+    assert (out / "keep.txt").read_text() == "mine"
+    assert {"jpeg.json", "bd_rate.json", "summary.md"} <= {p.name for p in out.iterdir()}
+    assert "WebP" not in (out / "summary.md").read_text()
