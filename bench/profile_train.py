@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args()
+    if args.crop < 97:
+        ap.error(f"--crop must be at least 97 px (MS-SSIM's four downsamplings), got {args.crop}")
     dev = torch.device(args.device)
     if dev.type == "cuda":
         torch.set_float32_matmul_precision("high")
@@ -37,12 +39,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = HierarchicalVQVAE(photo_config()).to(dev).train()
     x = torch.rand(args.batch, 3, args.crop, args.crop, device=dev)
-    with torch.no_grad():
-        h = x
-        for lv in model.levels:
-            h = lv.encoder(h)
-            lv.quantizer.init_from(h)
-            h = torch.nn.functional.normalize(h, dim=1)
+    model.init_codebooks(x)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     phases = defaultdict(list)
 

@@ -138,6 +138,15 @@ class HierarchicalVQVAE(nn.Module):
             h = F.normalize(z, dim=1)
         return out
 
+    @torch.no_grad()
+    def init_codebooks(self, x: torch.Tensor, gather=None) -> None:
+        """k-means-initialise every codebook not yet initialised from its level's encoder
+        outputs on ``x`` (a random codebook collapses: every input picks one code).
+        ``gather(z)`` may pool the outputs of every process of a distributed run."""
+        for lv, z in zip(self.levels, self.latents(x)):
+            if not bool(lv.quantizer.initialised):
+                lv.quantizer.init_from(z if gather is None else gather(z))
+
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Deterministic (argmax) code indices of every level, bottom first."""
         return [lv.quantizer.encode(z) for lv, z in zip(self.levels, self.latents(x))]

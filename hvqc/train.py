@@ -141,19 +141,12 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
     if dist.is_initialized():
         net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     if not all(bool(lv.quantizer.initialised) for lv in model.levels):
-        with torch.no_grad():          # codebooks from encoder outputs (k-means on a batch)
-            x0 = torch.cat([sample(i) for i in range(4)])
-            h = x0
-            for lv in model.levels:
-                h = lv.encoder(h)
-                if not bool(lv.quantizer.initialised):
-                    if dist.is_initialized():
-                        gathered = [torch.zeros_like(h) for _ in range(dist.get_world_size())]
-                        dist.all_gather(gathered, h)
-                        lv.quantizer.init_from(torch.cat(gathered))
-                    else:
-                        lv.quantizer.init_from(h)
-                h = torch.nn.functional.normalize(h, dim=1)
+        def gather(z: torch.Tensor) -> torch.Tensor:       # every replica, one codebook
+            parts = [torch.zeros_like(z) for _ in range(dist.get_world_size())]
+            dist.all_gather(parts, z)
+            return torch.cat(parts)
+        model.init_codebooks(torch.cat([sample(i) for i in range(4)]),
+                             gather if dist.is_initialized() else None)
     log = open(run_dir / "log.txt", "a") if rank == 0 else None
     bar = tqdm(total=settings.steps, initial=step, disable=not progress or rank != 0,
                dynamic_ncols=True)
