@@ -36,6 +36,7 @@ from tqdm import tqdm
 from hvqc.data import require
 from hvqc.image import CropSampler
 from hvqc.recipes import PHOTO_FOLDERS
+from hvqc.train import TrainSettings, budget_fraction
 
 ARCHS = ("bmshj2018-factorized", "bmshj2018-hyperprior")
 
@@ -80,40 +81,36 @@ def main() -> None:
     sampler = CropSampler([require(f) for f in PHOTO_FOLDERS], args.crop, args.seed)
     net = build(args.arch).train()
     ckpt = run / "ckpt.pth.tar"
-    if args.init is not None and not ckpt.exists():
+    ck = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.exists() else None
+    if ck is not None:                  # the model loads on the CPU (CompressAI re-creates
+        net.load_state_dict(ck["state_dict"])   # its coding-table buffers as it loads)
+    elif args.init is not None:
         state = torch.load(args.init, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state)
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+    net.to(device)                      # before the optimisers load: they follow the parameters
     aux_params = [p for n, p in net.named_parameters() if n.endswith(".quantiles")]
     main_params = [p for n, p in net.named_parameters() if not n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=args.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
     step, seconds = 0, 0.0
-    if ckpt.exists():
-        ck = torch.load(ckpt, map_location="cpu", weights_only=True)
-        net.load_state_dict(ck["state_dict"])
+    if ck is not None:
         opt.load_state_dict(ck["optimizer"])
         aux_opt.load_state_dict(ck["aux_optimizer"])
         step, seconds = ck["step"], ck["seconds"]
         sampler.rng.seed(args.seed + step)        # fresh crops after a resume
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")
-    net.to(device)
-    for o in (opt, aux_opt):
-        for st in o.state.values():
-            for k, v in st.items():
-                if torch.is_tensor(v) and k != "step":
-                    st[k] = v.to(device)
     log = open(run / "log.txt", "a")
     bar = tqdm(total=args.steps, initial=step, dynamic_ncols=True)
     t0 = time.time() - seconds
+    budget = TrainSettings(steps=args.steps, seconds=args.seconds)
 
     def fraction() -> float:
-        f = step / args.steps
-        return min(max(f, (time.time() - t0) / args.seconds) if args.seconds > 0 else f, 1.0)
+        return budget_fraction(step, time.time() - t0, budget)
 
-    last = step >= args.steps or fraction() >= 1.0     # decided once per step
+    last = fraction() >= 1.0                           # decided once per step
     while not last:
         lr = args.lr * min(1.0, 0.5 * (1 + math.cos(math.pi * fraction())) + 0.05)
         for g in opt.param_groups:
@@ -130,7 +127,7 @@ def main() -> None:
         aux_opt.step()
         step += 1
         bar.update(1)
-        last = step >= args.steps or fraction() >= 1.0
+        last = fraction() >= 1.0
         if step % 50 == 0 or last:                    # .item() waits for a GPU
             psnr = -10 * math.log10(max(mse.item(), 1e-10))
             bar.set_postfix_str(f"loss {loss.item():.3f} bpp {bpp.item():.3f} psnr {psnr:.2f} "

@@ -92,10 +92,14 @@ class ContextPrior(nn.Module):
 
     def _context(self, indices: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         """The first layer's input channels that carry coded indices: ``[B, embed + 1, *S]``
-        (the rest are the conditioning)."""
+        (the rest are the conditioning). With ``known`` a stack of masks ``[G, *S]``, one
+        context per mask, stacked group-major on the batch axis: ``[G * B, embed + 1, *S]``."""
+        shape = indices.shape[1:]
         k = known.to(self.embed.weight.dtype)
-        e = self.embed(indices.clamp(0, self.num_codes - 1)).movedim(-1, 1) * k
-        return torch.cat([e, k.expand(indices.shape[0], 1, *indices.shape[1:])], 1)
+        k = (k if known.dim() > len(shape) else k[None]).unsqueeze(1).unsqueeze(1)   # [G, 1, 1, *S]
+        e = self.embed(indices.clamp(0, self.num_codes - 1)).movedim(-1, 1)       # [B, E, *S]
+        return torch.cat([e.unsqueeze(0) * k, k.expand(-1, indices.shape[0], -1, *shape)],
+                         2).flatten(0, 1)
 
     def logits(self, indices: torch.Tensor, known: torch.Tensor,
                cond: torch.Tensor | None) -> torch.Tensor:
@@ -129,21 +133,36 @@ class ContextPrior(nn.Module):
         but the last run on the whole grid (their outputs reach the group through
         the 3x3 kernels); the last block's convolution runs strided from ``offset``.
         """
-        first, blocks, out = self.net[0], self.net[1:-2], self.net[-1]
         h = base
         if known.any():                       # the first group sees no codes: skip zeros
-            h = h + _conv(self._context(indices, known), first.weight[:, :self._context_channels], None,
-                          first.padding)
-        sub = (..., *[slice(o, None, self.phase) for o in offset])
+            h = h + self._first_context(self._context(indices, known))
+        return self._head(*self._trunk(h), offset)
+
+    def _first_context(self, ctx: torch.Tensor) -> torch.Tensor:
+        first = self.net[0]
+        return _conv(ctx, first.weight[:, :self._context_channels], None, first.padding)
+
+    def _trunk(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The residual blocks but the last, on the whole grid, and the padded activation
+        the last block's convolution reads (None without blocks)."""
+        blocks = self.net[1:-2]
         if not len(blocks):
-            return out(F.silu(h[sub]))
+            return h, None
         for block in blocks[:-1]:
             h = block(h)
-        act, mid, act2, proj = blocks[-1].body
-        pad = mid.padding[0]
-        a = F.pad(act(h), (pad, pad) * self.dims)[(..., *[slice(o, None) for o in offset])]
-        h = h[sub] + proj(act2(_conv(a, mid.weight, mid.bias, 0, self.phase)))
-        return out(F.silu(h))
+        act, mid = blocks[-1].body[:2]
+        return h, F.pad(act(h), (mid.padding[0],) * 2 * self.dims)
+
+    def _head(self, h: torch.Tensor, a: torch.Tensor | None, offset: tuple[int, ...]) -> torch.Tensor:
+        """Logits on the sub-grid at ``offset`` from :meth:`_trunk`'s outputs: the last
+        block's convolution strided from there, then the output layer."""
+        sub = (..., *[slice(o, None, self.phase) for o in offset])
+        h = h[sub]
+        if a is not None:
+            _, mid, act2, proj = self.net[-3].body
+            a = a[(..., *[slice(o, None) for o in offset])]
+            h = h + proj(act2(_conv(a, mid.weight, mid.bias, 0, self.phase)))
+        return self.net[-1](F.silu(h))
 
     def group_logits(self, indices: torch.Tensor, cond: torch.Tensor | None):
         """Yield ``(mask, logits)`` per coding group, each from the codes of earlier groups.
@@ -171,30 +190,16 @@ class ContextPrior(nn.Module):
         masks = self.masks(shape, indices.device)
         known = torch.cat([torch.zeros_like(masks[:1]), masks.cumsum(0)[:-1] > 0])
         groups = [g for g in range(len(masks)) if masks[g].any()]
-        offsets = self.offsets()
-        first, blocks, out_conv = self.net[0], self.net[1:-2], self.net[-1]
         base = self.cond_term(cond, shape, b)
-        k = known[groups].to(self.embed.weight.dtype).unsqueeze(1).unsqueeze(1)   # [G, 1, 1, *S]
-        e = self.embed(indices.clamp(0, self.num_codes - 1)).movedim(-1, 1)     # [B, E, *S]
-        ctx = torch.cat([e.unsqueeze(0) * k, k.expand(-1, b, -1, *shape)], 2).flatten(0, 1)
-        h = base.repeat(len(groups), *[1] * (base.dim() - 1)) + _conv(
-            ctx, first.weight[:, :self._context_channels], None, first.padding)
+        h = base.repeat(len(groups), *[1] * (base.dim() - 1)) + self._first_context(
+            self._context(indices, known[groups]))
+        h, a = self._trunk(h)
         out = base.new_empty((b, self.num_codes, *shape))
-        if len(blocks):
-            for block in blocks[:-1]:
-                h = block(h)
-            act, mid, act2, proj = blocks[-1].body
-            pad = mid.padding[0]
-            a = F.pad(act(h), (pad, pad) * self.dims)
+        offsets = self.offsets()
         for j, g in enumerate(groups):
-            rows = slice(j * b, (j + 1) * b)
-            sub = (..., *[slice(o, None, self.phase) for o in offsets[g]])
-            if len(blocks):
-                ag = a[rows][(..., *[slice(o, None) for o in offsets[g]])]
-                hg = h[rows][sub] + proj(act2(_conv(ag, mid.weight, mid.bias, 0, self.phase)))
-            else:
-                hg = h[rows][sub]
-            out[sub] = F.log_softmax(out_conv(F.silu(hg)), 1)
+            rows, offset = slice(j * b, (j + 1) * b), offsets[g]
+            sub = (..., *[slice(o, None, self.phase) for o in offset])
+            out[sub] = F.log_softmax(self._head(h[rows], None if a is None else a[rows], offset), 1)
         return out
 
     def forward(self, indices: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:

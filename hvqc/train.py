@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from .hierarchy import HierarchicalVQVAE, HierarchyConfig
 
-__all__ = ["TrainSettings", "train", "tau_at"]
+__all__ = ["TrainSettings", "train", "tau_at", "budget_fraction"]
 
 
 @dataclass
@@ -61,8 +61,9 @@ def tau_at(step: int, s: TrainSettings, frac: float | None = None) -> float:
     return s.tau_start * (s.tau_end / s.tau_start) ** f
 
 
-def _fraction(step: int, elapsed: float, s: TrainSettings) -> float:
-    """How far through its budget the run is, in [0, 1]."""
+def budget_fraction(step: int, elapsed: float, s: TrainSettings) -> float:
+    """How far through its budget (``s.steps``, and ``s.seconds`` if set) a run is that has
+    made ``step`` steps in ``elapsed`` seconds, in [0, 1]."""
     if s.seconds > 0:
         return min(max(elapsed / s.seconds, step / max(s.steps, 1)), 1.0)
     return min(step / max(s.steps, 1), 1.0)
@@ -120,21 +121,18 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
                   for part in (lv.encoder, lv.quantizer, lv.decoder) for p in part.parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) not in frozen)
-    opt = torch.optim.Adam([p for p in model.parameters() if id(p) not in frozen], lr=settings.lr)
-    step, spent = 0, 0.0
+    step, spent, ck = 0, 0.0, None
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optim"])
         step, spent = ck["step"], ck.get("seconds", 0.0)
     device = torch.device(settings.device)
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")     # TF32 matrix products
     model.to(device)
-    for st in opt.state.values():                      # a resumed optimiser's moments
-        for k, v in st.items():
-            if torch.is_tensor(v) and k != "step":
-                st[k] = v.to(device)
+    opt = torch.optim.Adam([p for p in model.parameters() if id(p) not in frozen], lr=settings.lr)
+    if ck is not None:
+        opt.load_state_dict(ck["optim"])               # moves the moments to the parameters' device
     data = sample
     sample = lambda i: data(i).to(device, non_blocking=True)   # noqa: E731
     net = model
@@ -152,12 +150,10 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
                dynamic_ncols=True)
     t0 = time.time() - spent
 
-    def spent_all() -> bool:                           # decided once per step, so the last
-        return step >= settings.steps or (            # step always writes its checkpoint
-            settings.seconds > 0 and time.time() - t0 >= settings.seconds)
-    last = spent_all()
+    # decided once per step, so the last step always writes its checkpoint
+    last = budget_fraction(step, time.time() - t0, settings) >= 1.0
     while not last:
-        frac = _fraction(step, time.time() - t0, settings)
+        frac = budget_fraction(step, time.time() - t0, settings)
         tau = tau_at(step, settings, frac)
         lr = settings.lr * min(1.0, 0.5 * (1 + math.cos(math.pi * frac)) + 0.05)
         for g in opt.param_groups:
@@ -181,7 +177,7 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()
         step += 1
-        last = spent_all()
+        last = budget_fraction(step, time.time() - t0, settings) >= 1.0
         if (step % settings.reset_every == 0 and frac < settings.reset_until
                 and not settings.priors_only):
             for lv, z in list(zip(model.levels, out.latents))[settings.freeze_levels:]:

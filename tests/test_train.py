@@ -141,7 +141,7 @@ def test_time_budget_stops_the_run_and_schedules_by_elapsed_time(tmp_path):
     fraction of the budget."""
     sys.path.insert(0, str(HERE))
     from make_tiny import tiny_config
-    from hvqc.train import TrainSettings, _fraction, tau_at, train
+    from hvqc.train import TrainSettings, budget_fraction as _fraction, tau_at, train
     s = TrainSettings(steps=10 ** 6, seconds=2.0, reset_every=1, ckpt_every=10 ** 6)
     g = torch.Generator().manual_seed(0)
     train(tiny_config(), lambda i: torch.rand(2, 3, 32, 32, generator=g), torch.nn.functional.mse_loss,
