@@ -506,7 +506,8 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
                                        "their later stages (from --init) X-tune (every level "
                                        "trained further), X-top (the two top levels "
                                        "retrained on the frozen ones below), X-upper (levels above "
-                                       "the first through the pixels) and X-priors (priors only); "
+                                       "the first through the pixels), X-priors (priors only) and "
+                                       "X-decoder (the finest decoder only, on every cut); "
                                        "speech (with --variant)."),
           steps: int = typer.Option(6000, help="Optimisation steps."),
           run: Optional[Path] = typer.Option(None, help="Run folder, resumed if it exists "

@@ -206,19 +206,46 @@ class HierarchicalVQVAE(nn.Module):
         refinement); the others take the prior's mean given them and ``upper``, the
         codes of the level above (None at the top level).
         """
+        return self.signal_mean(level, self.codewords(level, indices, known, upper))
+
+    def codewords(self, level: int, indices: torch.Tensor, known: torch.Tensor | None = None,
+                  upper: torch.Tensor | None = None) -> torch.Tensor:
+        """Codewords ``[B, D, *S]`` of ``level``'s codes; with ``known``, the prior's mean
+        codeword off those positions (as :meth:`decode_mean`)."""
         q = self.levels[level].quantizer.decode(indices)
         if known is not None:
             cond = None if upper is None else self.predict(level + 1, upper)
             q = torch.where(known, q, self.expected(level, cond, indices, known))
-        return self.signal_mean(level, q)
+        return q
 
     def signal_mean(self, level: int, q: torch.Tensor) -> torch.Tensor:
         """Signal from codewords ``q`` ``[B, D, *S]`` of ``level`` (0-based), each level below
         it replaced by its prior's mean codeword given the prediction from above;
         differentiable in ``q`` (the encoder's search, :mod:`hvqc.search`, descends it)."""
+        return self.levels[0].decoder(self.mean_codewords(level, q))
+
+    def mean_codewords(self, level: int, q: torch.Tensor) -> torch.Tensor:
+        """Level 0's input from codewords ``q`` of ``level``: each level below replaced by
+        its prior's mean codeword given the prediction from above (``q`` itself at level 0)."""
         for l in range(level, 0, -1):
             q = self.expected(l - 1, self.levels[l].decoder(q))
-        return self.levels[0].decoder(q)
+        return q
+
+    @torch.no_grad()
+    def decoder_inputs(self, x: torch.Tensor, groups: list[int] | None = None) -> list[torch.Tensor]:
+        """What level 0's decoder is fed when a file of ``x`` is decoded, one tensor per
+        cut: each level's codewords (hard at level 0, :meth:`mean_codewords` above), then,
+        for each level ``l`` with ``groups[l]`` > 0, the refinement that holds only its first
+        ``groups[l]`` coding groups (the rest the prior's mean given them, as
+        :meth:`decode_mean`). Every input is ``[B, D_0, *S_0]``."""
+        codes = self.encode(x)
+        out = [self.mean_codewords(l, self.codewords(l, codes[l])) for l in range(self.num_levels)]
+        for l, g in enumerate(groups or []):
+            if g:
+                known = self.levels[l].prior.masks(codes[l].shape[1:], x.device)[:g].any(0)
+                upper = codes[l + 1] if l + 1 < self.num_levels else None
+                out.append(self.mean_codewords(l, self.codewords(l, codes[l], known, upper)))
+        return out
 
     def forward(self, x: torch.Tensor, tau: float = 1.0, signal_levels: bool = False) -> HierarchyOutput:
         """Training pass. Each level learns to reconstruct the (detached) latent of the

@@ -31,7 +31,10 @@ def _stage(settings: TrainSettings, stage: str, levels: int, top: int = 2,
     level to one point); ``upper``
     (stage 2: freeze level 0 and train the levels above through the pixels they decode
     to, at the low temperature where stage 1 ended); ``priors`` (stage 3: the codes of
-    the finished model stay fixed and only the priors learn them). ``freeze`` overrides
+    the finished model stay fixed and only the priors learn them); ``decoder`` (stage 4: only
+level 0's decoder learns, on what decoding each cut a file can carry feeds it: the hard
+codewords of level 0, and the priors' mean codewords under every level above and every
+refinement, which stages 1-3 never show it; codes and rates stay as they are). ``freeze`` overrides
     how many bottom levels stay fixed."""
     if stage == "top":
         settings.freeze_levels = settings.keep_levels = levels - top
@@ -47,6 +50,10 @@ def _stage(settings: TrainSettings, stage: str, levels: int, top: int = 2,
         settings.priors_only = True
         settings.tau_start = settings.tau_end = 0.1
         settings.lr = 5e-4
+    elif stage == "decoder":
+        settings.decoder_only = True
+        settings.tau_start = settings.tau_end = 0.1      # unused: no level quantizes softly
+        settings.lr = 1e-4
     elif stage != "all":
         raise ValueError(f"unknown stage {stage!r}")
     if freeze is not None:
@@ -154,7 +161,7 @@ def train_speech(run_dir: Path, steps: int, variant: str = "down+aux", batch: in
 RECIPES = {"speech": train_speech}
 for _name, _fn in (("photo", train_photo), ("mnist", train_mnist), ("faces", train_faces)):
     RECIPES[_name] = _fn
-    for _st in ("tune", "top", "upper", "priors"):
+    for _st in ("tune", "top", "upper", "priors", "decoder"):
         RECIPES[f"{_name}-{_st}"] = partial(_fn, stage=_st)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ class TrainSettings:
     freeze_levels: int = 0        # bottom levels whose encoder, quantizer and decoder stay fixed
     init: str = ""                # checkpoint to start from when the run has none
     priors_only: bool = False     # train only the priors (on the codes of a finished model)
+    decoder_only: bool = False    # train only level 0's decoder, on what each cut feeds it
     commit_warmup: float = 0.0    # fraction of steps trained without the commitment term
     keep_levels: int = -1         # with ``init``: load only the bottom levels (-1: all); the
                                   # rest start fresh (HQA's greedy training of upper levels)
@@ -75,6 +77,19 @@ def _load_init(path: str) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
         return {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def _decoder_views(model: HierarchicalVQVAE, x: torch.Tensor, distortion, step: int,
+                   seed: int) -> list[torch.Tensor]:
+    """Distortion of every cut of ``x`` a file can carry, decoded by level 0's decoder:
+    each whole level, and a refinement of each level to a random number of its coding
+    groups (seeded by ``step``, so a resumed run draws the same)."""
+    rng = random.Random(seed * 1_000_003 + step)
+    groups = [rng.randrange(1, len(lv.prior.offsets())) if len(lv.prior.offsets()) > 1 else 0
+              for lv in model.levels]
+    inputs = model.decoder_inputs(x, groups)
+    x_hat = model.levels[0].decoder(torch.cat(inputs))
+    return [distortion(v, x) for v in x_hat.chunk(len(inputs))]
 
 
 def _is_dist() -> bool:
@@ -119,6 +134,9 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
     if settings.priors_only:
         frozen = {id(p) for lv in model.levels
                   for part in (lv.encoder, lv.quantizer, lv.decoder) for p in part.parameters()}
+    if settings.decoder_only:
+        keep = {id(p) for p in model.levels[0].decoder.parameters()}
+        frozen = {id(p) for p in model.parameters() if id(p) not in keep}
     for p in model.parameters():
         p.requires_grad_(id(p) not in frozen)
     step, spent, ck = 0, 0.0, None
@@ -162,16 +180,21 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
         for lv, spec in zip(model.levels, config.levels):
             lv.quantizer.commit_weight = 0.0 if warm else spec.commit_weight
         x = sample(step)
-        out = net(x, tau, settings.signal_weight > 0)
-        dist_loss = distortion(out.x_hat, x)
-        if settings.priors_only:        # the codes stay fixed: only the priors' bits count
-            loss = sum(s.bits for s in out.levels)
+        if settings.decoder_only:        # every cut's input to level 0's decoder, weighed alike
+            views = _decoder_views(model, x, distortion, step, settings.seed)
+            loss = dist_loss = torch.stack(views).mean()
+            out = None
         else:
-            loss = dist_loss
-            for x_l in out.x_hat_levels:
-                loss = loss + settings.signal_weight * distortion(x_l, x)
-            for i, s in enumerate(out.levels):
-                loss = loss + (s.recon if i else 0) + s.quant + settings.prior_weight * s.bits
+            out = net(x, tau, settings.signal_weight > 0)
+            dist_loss = distortion(out.x_hat, x)
+            if settings.priors_only:     # the codes stay fixed: only the priors' bits count
+                loss = sum(s.bits for s in out.levels)
+            else:
+                loss = dist_loss
+                for x_l in out.x_hat_levels:
+                    loss = loss + settings.signal_weight * distortion(x_l, x)
+                for i, s in enumerate(out.levels):
+                    loss = loss + (s.recon if i else 0) + s.quant + settings.prior_weight * s.bits
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
@@ -179,7 +202,7 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
         step += 1
         last = budget_fraction(step, time.time() - t0, settings) >= 1.0
         if (step % settings.reset_every == 0 and frac < settings.reset_until
-                and not settings.priors_only):
+                and not settings.priors_only and not settings.decoder_only):
             for lv, z in list(zip(model.levels, out.latents))[settings.freeze_levels:]:
                 lv.quantizer.reset_dead(z)
                 lv.quantizer.calibrate(z, momentum=0.8)
@@ -190,10 +213,13 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
         if rank == 0:
             bar.update(1)
             if step % 50 == 0 or (progress and step % 10 == 0) or last:   # .item() syncs a GPU
-                msg = (f"step {step} loss {loss.item():.4f} d {dist_loss.item():.4f} "
-                       + " ".join(f"L{i}[r {s.recon.item():.3f} b {s.bits.item():.2f} "
-                                  f"p {s.perplexity.item():.0f}]" for i, s in enumerate(out.levels))
-                       + f" tau {tau:.3f} {time.time() - t0:.0f}s")
+                if out is None:
+                    parts = "views " + " ".join(f"{v.item():.4f}" for v in views)
+                else:
+                    parts = " ".join(f"L{i}[r {s.recon.item():.3f} b {s.bits.item():.2f} "
+                                     f"p {s.perplexity.item():.0f}]" for i, s in enumerate(out.levels))
+                msg = (f"step {step} loss {loss.item():.4f} d {dist_loss.item():.4f} {parts}"
+                       f" tau {tau:.3f} {time.time() - t0:.0f}s")
                 bar.set_postfix_str(msg.split(" ", 2)[2][:90])
                 if step % 50 == 0 or last:
                     log.write(msg + "\n")

@@ -104,6 +104,26 @@ def test_decode_mean_feeds_each_mean_to_the_level_below(model, x):
     assert not torch.allclose(out, model.decode(2, codes[2]))
 
 
+def test_decoder_inputs_are_what_decoding_each_cut_feeds_level_0(model, x):
+    """The decoder stage trains on exactly what a file's decoding hands level 0's
+    decoder: every whole level (hard codewords at level 0, the priors' means above) and
+    each requested refinement."""
+    codes = model.encode(x)
+    groups = [2, 3, 0]
+    with torch.no_grad():
+        ins = model.decoder_inputs(x, groups)
+        assert len(ins) == model.num_levels + 2
+        assert all(q.shape == (1, model.levels[0].quantizer.dim, *codes[0].shape[1:]) for q in ins)
+        assert torch.equal(ins[0], model.levels[0].quantizer.decode(codes[0]))
+        dec = model.levels[0].decoder
+        for l in range(model.num_levels):
+            assert torch.equal(dec(ins[l]), model.decode_mean(l, codes[l])), l
+        for q, (l, g) in zip(ins[model.num_levels:], [(0, 2), (1, 3)]):
+            known = model.levels[l].prior.masks(codes[l].shape[1:])[:g].any(0)
+            assert torch.equal(dec(q), model.decode_mean(l, codes[l], known, codes[l + 1])), l
+        assert not torch.equal(ins[model.num_levels], ins[0])   # the mean fills the rest
+
+
 def test_forward_losses_and_gradients():
     torch.manual_seed(2)
     m = HierarchicalVQVAE(tiny_config()).train()

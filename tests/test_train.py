@@ -88,6 +88,18 @@ def test_priors_stage_changes_only_the_priors(tmp_path):
         assert not torch.equal(a[f"levels.{lv}.prior.net.0.weight"], b[f"levels.{lv}.prior.net.0.weight"])
 
 
+def test_decoder_stage_changes_only_the_finest_decoder(tmp_path):
+    """Stage 4 (decoder_only) trains level 0's decoder and keeps everything a file's
+    codes and rates depend on (encoders, codebooks, quantizer buffers, the other
+    decoders, the priors) bit for bit."""
+    a, b = _stage_after_stage_one(tmp_path, "decoder_only=True")
+    for k in a:
+        if not k.startswith("levels.0.decoder."):
+            assert torch.equal(a[k], b[k]), k
+    changed = [k for k in a if k.startswith("levels.0.decoder.") and not torch.equal(a[k], b[k])]
+    assert len(changed) == sum(k.startswith("levels.0.decoder.") for k in a)
+
+
 def test_priors_learn_the_argmax_codes():
     """The priors' training target is what a file carries: the argmax codes."""
     sys.path.insert(0, str(HERE))
