@@ -110,6 +110,8 @@ class ContextPrior(nn.Module):
             known: ``[*S]`` bool, the positions already coded.
             cond: ``[B, C, *S]`` conditioning prediction, or None at the top level.
         """
+        if not known.any():         # no codes yet: the context channels are all zeros
+            return self.net[1:](self.cond_term(cond, tuple(indices.shape[1:]), indices.shape[0]))
         parts = [self._context(indices, known)]
         if self.cond_channels:
             parts.append(cond.to(parts[0].dtype))

@@ -88,6 +88,24 @@ def test_first_group_depends_on_cond():
     assert not torch.equal(a[..., m], b[..., m])
 
 
+@pytest.mark.parametrize("dims,cond_ch,batch", [(2, 4, 1), (2, 0, 3), (1, 4, 2)])
+def test_logits_before_any_code_skip_the_zero_context_exactly(dims, cond_ch, batch):
+    """With nothing known, logits skip the context channels (all zeros): the same
+    function as the whole network on them, up to float rounding, for any batch."""
+    p = _prior(dims, cond_ch).double()
+    g = torch.Generator().manual_seed(3)
+    grid = (5, 6) if dims == 2 else (7,)
+    idx = torch.randint(0, p.num_codes, (batch, *grid), generator=g)
+    cond = torch.randn(batch, cond_ch, *grid, generator=g, dtype=torch.float64) if cond_ch else None
+    none = torch.zeros(grid, dtype=torch.bool)
+    with torch.no_grad():
+        fast = p.logits(idx, none, cond)
+        zeros = torch.zeros(batch, p._context_channels, *grid, dtype=torch.float64)
+        full = p.net(torch.cat([zeros] + ([cond] if cond_ch else []), 1))
+    assert fast.shape == (batch, p.num_codes, *grid)
+    torch.testing.assert_close(fast, full, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("k,cond_ch,dims", [(32, 8, 2), (256, 0, 2), (16, 4, 1)])
 def test_forward_bits_near_log2k_and_differentiable(k, cond_ch, dims):
     torch.manual_seed(3)
