@@ -79,8 +79,8 @@ def _load_init(path: str) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
-def _decoder_views(model: HierarchicalVQVAE, x: torch.Tensor, distortion, step: int,
-                   seed: int) -> list[torch.Tensor]:
+def _decoder_views(model: HierarchicalVQVAE, decoder: torch.nn.Module, x: torch.Tensor,
+                   distortion, step: int, seed: int) -> list[torch.Tensor]:
     """Distortion of every cut of ``x`` a file can carry, decoded by level 0's decoder:
     each whole level, and a refinement of each level to a random number of its coding
     groups (seeded by ``step``, so a resumed run draws the same)."""
@@ -88,7 +88,7 @@ def _decoder_views(model: HierarchicalVQVAE, x: torch.Tensor, distortion, step: 
     groups = [rng.randrange(1, len(lv.prior.offsets())) if len(lv.prior.offsets()) > 1 else 0
               for lv in model.levels]
     inputs = model.decoder_inputs(x, groups)
-    x_hat = model.levels[0].decoder(torch.cat(inputs))
+    x_hat = decoder(torch.cat(inputs))
     return [distortion(v, x) for v in x_hat.chunk(len(inputs))]
 
 
@@ -153,9 +153,12 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
         opt.load_state_dict(ck["optim"])               # moves the moments to the parameters' device
     data = sample
     sample = lambda i: data(i).to(device, non_blocking=True)   # noqa: E731
-    net = model
-    if dist.is_initialized():
-        net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    net, decoder = model, model.levels[0].decoder
+    if dist.is_initialized():      # replicas average the gradients of what they train
+        if settings.decoder_only:
+            decoder = torch.nn.parallel.DistributedDataParallel(decoder)
+        else:
+            net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     if not all(bool(lv.quantizer.initialised) for lv in model.levels):
         def gather(z: torch.Tensor) -> torch.Tensor:       # every replica, one codebook
             parts = [torch.zeros_like(z) for _ in range(dist.get_world_size())]
@@ -181,7 +184,7 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
             lv.quantizer.commit_weight = 0.0 if warm else spec.commit_weight
         x = sample(step)
         if settings.decoder_only:        # every cut's input to level 0's decoder, weighed alike
-            views = _decoder_views(model, x, distortion, step, settings.seed)
+            views = _decoder_views(model, decoder, x, distortion, step, settings.seed)
             loss = dist_loss = torch.stack(views).mean()
             out = None
         else:

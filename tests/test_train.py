@@ -100,6 +100,39 @@ def test_decoder_stage_changes_only_the_finest_decoder(tmp_path):
     assert len(changed) == sum(k.startswith("levels.0.decoder.") for k in a)
 
 
+def test_decoder_stage_under_torchrun_keeps_replicas_equal(tmp_path):
+    """Under torchrun each rank draws its own batches; the decoder stage averages the
+    decoder's gradients across ranks, so both replicas end with the same decoder."""
+    r = _run([sys.executable, str(HERE / "train_tiny.py"), str(tmp_path / "a"), "2"])
+    assert r.returncode == 0, r.stderr
+    script = tmp_path / "stage.py"
+    script.write_text(
+        "import os, sys, torch, torch.nn.functional as F\n"
+        f"sys.path.insert(0, {str(HERE)!r})\n"
+        "from make_tiny import tiny_config\n"
+        "import hvqc.train as T\n"
+        "made = []\n"
+        "class Kept(T.HierarchicalVQVAE):          # keep each rank's model to compare\n"
+        "    def __init__(self, *a):\n"
+        "        super().__init__(*a)\n"
+        "        made.append(self)\n"
+        "T.HierarchicalVQVAE = Kept\n"
+        "rank = int(os.environ['RANK'])\n"
+        "g = torch.Generator().manual_seed(rank)    # each rank its own batches\n"
+        f"s = T.TrainSettings(steps=2, decoder_only=True, init={str(tmp_path / 'a' / 'ckpt.pt')!r})\n"
+        f"T.train(tiny_config(), lambda i: torch.rand(2, 3, 32, 32, generator=g), F.mse_loss,\n"
+        f"        {str(tmp_path / 'b')!r}, s, progress=False)\n"
+        f"torch.save(made[0].levels[0].decoder.state_dict(), {str(tmp_path)!r} + f'/rank{{rank}}.pt')\n")
+    r = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+              "--master_port=29519", str(script)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    a = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=True)["model"]
+    r0, r1 = (torch.load(tmp_path / f"rank{i}.pt", weights_only=True) for i in (0, 1))
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+        assert not torch.equal(r0[k], a[f"levels.0.decoder.{k}"]), k
+
+
 def test_priors_learn_the_argmax_codes():
     """The priors' training target is what a file carries: the argmax codes."""
     sys.path.insert(0, str(HERE))
