@@ -13,8 +13,9 @@
 #                       Kodak), re-encoded as WebP quality 80 to travel, split in two parts
 #   .gpu/peer-f18.pt, .gpu/peer-f06.pt   the CPU-trained peers' weights (float16)
 # and starts hvqc from weights/photo.safetensors. hvqc runs its stages one after another
-# inside the budget: photo-tune (every level, 64 %), photo-upper (levels 2-3 through the
-# pixels, 22 %), photo-priors (14 %); it is exported as weights/photo.safetensors. Results
+# inside the budget: photo-tune (every level, 58 %), photo-upper (levels 2-3 through the
+# pixels, 20 %), photo-priors (13 %), photo-decoder (level 1's decoder on every cut's
+# input, 9 %); it is exported as weights/photo.safetensors. Results
 # go to $OUT (or ./gpu-out): photo.safetensors, manifest.json, the peers' ckpt.pth.tar
 # and the logs.
 set -u
@@ -50,9 +51,10 @@ if [ "$mode" = smoke ]; then
 fi
 
 runs=/root/gpu/runs
-t1=$(python3 -c "print(round($secs * 0.64))")
-t2=$(python3 -c "print(round($secs * 0.22))")
-t3=$(python3 -c "print($secs - $t1 - $t2)")
+t1=$(python3 -c "print(round($secs * 0.58))")
+t2=$(python3 -c "print(round($secs * 0.20))")
+t3=$(python3 -c "print(round($secs * 0.13))")
+t4=$(python3 -c "print($secs - $t1 - $t2 - $t3)")
 (
     hvqc train photo-tune --init weights/photo.safetensors --run $runs/photo-tune --device cuda \
         --seconds "$t1" --steps 1000000 --batch "$batch" --crop "$crop" \
@@ -60,7 +62,9 @@ t3=$(python3 -c "print($secs - $t1 - $t2)")
         --seconds "$t2" --steps 1000000 --batch "$batch" --crop "$crop" \
     && hvqc train photo-priors --init $runs/photo-upper --run $runs/photo-priors --device cuda \
         --seconds "$t3" --steps 1000000 --batch "$batch" --crop "$crop" \
-    && hvqc export $runs/photo-priors --name photo --force \
+    && hvqc train photo-decoder --init $runs/photo-priors --run $runs/photo-decoder --device cuda \
+        --seconds "$t4" --steps 1000000 --batch "$batch" --crop "$crop" \
+    && hvqc export $runs/photo-decoder --name photo --force \
     && cp weights/photo.safetensors weights/manifest.json "$out/"
 ) > /root/gpu/photo.out 2>&1 &
 for l in 0.0018 0.0006; do
