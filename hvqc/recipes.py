@@ -31,11 +31,11 @@ def _stage(settings: TrainSettings, stage: str, levels: int, top: int = 2,
     level to one point); ``upper``
     (stage 2: freeze level 0 and train the levels above through the pixels they decode
     to, at the low temperature where stage 1 ended); ``priors`` (stage 3: the codes of
-    the finished model stay fixed and only the priors learn them); ``decoder`` (stage 4: only
-level 0's decoder learns, on what decoding each cut a file can carry feeds it: the hard
-codewords of level 0, and the priors' mean codewords under every level above and every
-refinement, which stages 1-3 never show it; codes and rates stay as they are). ``freeze`` overrides
-    how many bottom levels stay fixed."""
+    the finished model stay fixed and only the priors learn them); ``decoder`` (stage 4:
+    only level 0's decoder learns, on what decoding each cut a file can carry feeds it:
+    the hard codewords of level 0, and the priors' mean codewords under every level
+    above and every refinement, which stages 1-3 never show it; codes and rates stay as
+    they are). ``freeze`` overrides how many bottom levels stay fixed."""
     if stage == "top":
         settings.freeze_levels = settings.keep_levels = levels - top
         settings.commit_warmup = 0.4

@@ -8,7 +8,10 @@ and the priors train on detached codes. A second stage (``freeze_levels``,
 above with a loss on the signal they decode to, and a third (``priors_only``) fits
 only the priors to the finished model's codes, with their own loss and gradient clip
 (in the joint loss they get a 0.05 weight and share one clip with the autoencoders,
-which leaves them under-trained). Checkpoints carry their own config,
+which leaves them under-trained); a fourth (``decoder_only``) trains only level 0's decoder,
+on what decoding every level and refinement of a file feeds it (the priors' mean
+codewords above level 0, which the joint loss never shows it), so no file's codes or
+bytes move. Checkpoints carry their own config,
 optimizer state and step, so running the same command again picks up where it stopped.
 A run is budgeted in steps or, with ``seconds``, in wall-clock time: the learning-rate
 and temperature schedules then follow the elapsed fraction of the budget, which is how
