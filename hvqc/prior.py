@@ -110,12 +110,8 @@ class ContextPrior(nn.Module):
             known: ``[*S]`` bool, the positions already coded.
             cond: ``[B, C, *S]`` conditioning prediction, or None at the top level.
         """
-        if not known.any():         # no codes yet: the context channels are all zeros
-            return self.net[1:](self.cond_term(cond, tuple(indices.shape[1:]), indices.shape[0]))
-        parts = [self._context(indices, known)]
-        if self.cond_channels:
-            parts.append(cond.to(parts[0].dtype))
-        return self.net(torch.cat(parts, 1))
+        base = self.cond_term(cond, tuple(indices.shape[1:]), indices.shape[0])
+        return self.net[1:](self._first(indices, known, base))
 
     def cond_term(self, cond: torch.Tensor | None, shape: tuple[int, ...], batch: int = 1) -> torch.Tensor:
         """The first convolution's response to the conditioning plus its bias,
@@ -135,10 +131,14 @@ class ContextPrior(nn.Module):
         but the last run on the whole grid (their outputs reach the group through
         the 3x3 kernels); the last block's convolution runs strided from ``offset``.
         """
-        h = base
-        if known.any():                       # the first group sees no codes: skip zeros
-            h = h + self._first_context(self._context(indices, known))
-        return self._head(*self._trunk(h), offset)
+        return self._head(*self._trunk(self._first(indices, known, base)), offset)
+
+    def _first(self, indices: torch.Tensor, known: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """The first convolution's output: ``base`` (:meth:`cond_term`) plus the coded
+        indices' share, skipped while nothing is known (those channels are all zeros)."""
+        if not known.any():
+            return base
+        return base + self._first_context(self._context(indices, known))
 
     def _first_context(self, ctx: torch.Tensor) -> torch.Tensor:
         first = self.net[0]

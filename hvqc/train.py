@@ -78,7 +78,7 @@ def _load_init(path: str) -> dict[str, torch.Tensor]:
     """A model state from a run's ``ckpt.pt`` or a shipped ``.safetensors`` file."""
     if str(path).endswith(".safetensors"):
         from safetensors.torch import load_file
-        return {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
+        return load_file(path)              # float16: loading into the model widens it exactly
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
