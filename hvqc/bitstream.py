@@ -14,10 +14,13 @@ Layout::
 The flags byte holds the modality in its low 2 bits, the ``joint`` bit (0x04) and
 the ``partial`` bit (0x08: the finest level present carries only its first ``groups``
 coding groups, a refinement between two levels; the decoder fills in the rest from
-the prior); other bits must be 0. A split file (the default) has one coder segment per level
+the prior); other bits must be 0. A segment is one range-coder stream
+(:mod:`hvqc.entropy`): 32-bit words, big-endian, the final word's zero low bytes left out
+(a reader pads them back), so its length need not be a multiple of 4 (version 2; version
+1 wrote whole little-endian words). A split file (the default) has one coder segment per level
 present, so levels can be dropped without a model (:func:`truncate`); a joint file
-has all levels in one segment, which saves the coder's final-word overhead per
-level (up to 32 bits each) where files are tiny (digits, thumbnails). The
+has all levels in one segment, which saves the coder's seal per level (7.5 bits on
+average, up to 32) where files are tiny (digits, thumbnails). The
 levels present are implied by ``num_levels`` and their count (the top ones,
 consecutive), so no level numbers are stored. Every read is checked and raises
 :class:`FormatError` (never another exception) with a one-line message, in this
@@ -30,7 +33,7 @@ import zlib
 from dataclasses import dataclass, field, replace
 
 MAGIC = b"HVQC"
-VERSION = 1
+VERSION = 2
 MAX_SIDE = 1 << 16  # refuse width/height above this before any allocation
 MAX_PIXELS = 1 << 28
 MODES = ("L", "LA", "RGB", "RGBA", "I;16")

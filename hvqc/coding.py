@@ -123,15 +123,13 @@ def compress_codes(lm: LoadedModel, codes: list[torch.Tensor], lowest: int,
 @torch.no_grad()
 def decompress_codes(lm: LoadedModel, segments: list[bytes], shapes: list[tuple[int, ...]],
                      count: int | None = None, joint: bool = False,
-                     exact: bool = True, groups: int = 0) -> list[torch.Tensor]:
+                     groups: int = 0) -> list[torch.Tensor]:
     """Inverse of :func:`compress_codes`: segments top first; ``shapes[l]`` is level ``l``'s grid.
 
     Args:
         count: levels to decode, top down (default: one per segment). A joint stream
             holding more levels than ``count`` is read only as far as needed.
         joint: ``segments`` is a single stream holding every level.
-        exact: check that a joint stream ends after the ``count`` levels (each split
-            segment is always checked).
         groups: the last decoded level holds only its first ``groups`` coding groups
             (its other positions are returned as 0).
 
@@ -149,12 +147,8 @@ def decompress_codes(lm: LoadedModel, segments: list[bytes], shapes: list[tuple[
         dec = shared or entropy.Decoder(segments[i])
         for _, mask, pmf in group_pmfs(prior, idx, cond, groups if i == count - 1 else 0):
             idx[0][mask] = torch.from_numpy(dec.decode(pmf))
-        if not joint:
-            dec.finish()
         out.append(idx)
         upper = idx
-    if joint and exact:
-        shared.finish()
     return out
 
 
@@ -238,7 +232,7 @@ def read_codes(lm: LoadedModel, c: bitstream.Container, count: int) -> list[torc
     segs = list(c.segments) if h.joint else list(c.segments[:count])
     try:
         return decompress_codes(lm, segs, level_shapes(lm, padded_size(lm, h)), count, h.joint,
-                                exact=count == len(h.levels), groups=file_groups(lm, h, count))
+                                groups=file_groups(lm, h, count))
     except entropy.CoderError as e:
         raise bitstream.FormatError(str(e)) from None
 
