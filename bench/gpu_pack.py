@@ -1,6 +1,7 @@
 """Pack what a GPU round (bench/gpu_round.sh) needs into the ignored folder ``.gpu/``.
 
     python bench/gpu_pack.py [--quality 80] [--first-mb 15.9]
+    python bench/gpu_pack.py --join FOLDER   # the hyperprior round's files, back from the GPU
 
 A GPU machine gets only the checkout plus 64 MiB of carried files per call, and the
 photo training folders (bsds500, imagenet_sample, sun_hays80: 1,080 JPEGs, 102 MB; never
@@ -40,12 +41,32 @@ def _webp(job: tuple[Path, Path, int]) -> int:
     return dst.stat().st_size
 
 
+def join(folder: Path, runs: Path = Path("runs/gpu")) -> None:
+    """Joins the two halves of each state dict ``gpu_round.sh hyperprior`` sent back (a
+    returned file may hold 16 MB) into a checkpoint ``hvqc bench --peer`` reads."""
+    for first in sorted(folder.glob("*.0.pt")):
+        halves = [torch.load(first.with_name(first.name[:-4] + f"{i}.pt"), map_location="cpu",
+                             weights_only=True) for i in (0, 1)]
+        meta = halves[0]["meta"]
+        state = {**halves[0]["state_dict"], **halves[1]["state_dict"]}
+        ckpt = runs / f"peer-{meta['arch']}-l{meta['lmbda']:g}" / "ckpt.pth.tar"
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": state, **meta}, ckpt)
+        print(f"{ckpt}: {len(state)} tensors, step {meta['step']}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quality", type=int, default=80)
     ap.add_argument("--first-mb", type=float, default=15.9,
                     help="size of the first part (it travels with the peers)")
+    ap.add_argument("--join", type=Path, default=None, metavar="DIR",
+                    help="instead: join the halves a hyperprior round sent back (DIR/*.0.pt, "
+                         "*.1.pt) into runs/gpu/peer-<arch>-l<lmbda>/ckpt.pth.tar")
     args = ap.parse_args()
+    if args.join is not None:
+        join(args.join)
+        return
     root = data_root()
     files = sorted(p for f in PHOTO_FOLDERS for p in (root / f).rglob("*")
                    if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -64,6 +85,9 @@ def main() -> None:
         shutil.move(dst, target)
     shutil.rmtree(staged)
     for name, ckpt in PEERS.items():
+        if not Path(ckpt).is_file():
+            print(f"{ckpt}: none here, {name} left out")
+            continue
         state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
         torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, OUT / name)
     print(f"{len(files)} images, {sum(sizes) / 1e6:.1f} MB as WebP q{args.quality}: "

@@ -39,6 +39,51 @@ echo "images: $(find "$stash/data" -name '*.webp' | wc -l)"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
 hvqc() { python3 -c 'import sys; from hvqc.cli import app; sys.argv[0] = "hvqc"; app()' "$@"; }
 
+if [ "$mode" = hyperprior-smoke ] || [ "$mode" = hyperprior ]; then
+    # The hyperprior peer had no CPU run: it gets both stages here, from scratch, for both
+    # lambdas side by side. Stage 1 is the CPU recipe (6,600 steps of batch 8 x 128 px,
+    # lr 2e-4), capped at S1 seconds; stage 2 the GPU round's (batch x crop, lr 1e-4, SECS
+    # seconds, capped at the 12,400 steps the factorized peers made in their round).
+    runs=/root/gpu/runs
+    s1=${S1:-180}
+    [ "$mode" = hyperprior-smoke ] && s1=$secs runs=/tmp/hyperprior-smoke
+    for l in 0.0018 0.0006; do
+        (
+            python3 bench/train_peer.py --arch bmshj2018-hyperprior --lmbda $l \
+                --run $runs/hyperprior-cpu-l$l --device cuda --seconds "$s1" --steps 6600 \
+            && [ "$mode" = hyperprior ] \
+            && python3 bench/train_peer.py --arch bmshj2018-hyperprior --lmbda $l \
+                --init $runs/hyperprior-cpu-l$l/ckpt.pth.tar --run $runs/peer-bmshj2018-hyperprior-l$l \
+                --device cuda --seconds "$secs" --steps 12400 --batch "$batch" --crop "$crop" --lr 1e-4
+        ) > /root/gpu/hyperprior-$l.out 2>&1 &
+    done
+    wait
+    for r in $runs/hyperprior-cpu-l* $runs/peer-bmshj2018-hyperprior-l*; do
+        [ -f "$r/log.txt" ] && echo "$r: $(tail -1 "$r/log.txt")"
+    done
+    # Each model comes back as two halves of its float32 state dict (a file may hold 16 MB).
+    python3 - "$runs" "$out" <<'PY'
+import sys
+from pathlib import Path
+import torch
+runs, out = Path(sys.argv[1]), Path(sys.argv[2])
+for ckpt in sorted(runs.glob("peer-bmshj2018-hyperprior-l*/ckpt.pth.tar")):
+    ck = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = ck["state_dict"]
+    half, acc, parts = sum(v.numel() * v.element_size() for v in state.values()) / 2, 0, ({}, {})
+    for k, v in state.items():
+        parts[acc >= half][k] = v
+        acc += v.numel() * v.element_size()
+    meta = {k: v for k, v in ck.items() if k not in ("state_dict", "optimizer", "aux_optimizer")}
+    for i, part in enumerate(parts):
+        torch.save({"meta": meta, "state_dict": part}, out / f"hyperprior-l{ck['lmbda']:g}.{i}.pt")
+    print(ckpt, meta)
+PY
+    tar czf "$out/hyperprior-logs.tar.gz" -C /root/gpu $(cd /root/gpu && ls hyperprior-*.out runs/*/log.txt)
+    ls -la "$out"
+    exit 0
+fi
+
 if [ "$mode" = smoke ]; then
     runs=/tmp/smoke; rm -rf $runs
     hvqc train photo-tune --init weights/photo.safetensors --run $runs/tune --device cuda \

@@ -38,7 +38,7 @@ from .analysis.rd import bd_rate, quality_overlap, rd_hull
 from .image import IMAGE_SUFFIXES, load_image
 
 __all__ = ["BenchError", "Codec", "Encoded", "JPEG", "WebP", "JPEG2000", "AVIF", "HvqcCodec",
-           "PeerCodec", "BUILTIN", "PEER_ARCHS", "list_images", "parse_codecs", "parse_peers",
+           "PeerCodec", "KeptCodec", "BUILTIN", "PEER_ARCHS", "list_images", "parse_codecs", "parse_peers",
            "make_codecs", "measure", "run", "summarise", "compressai_json", "bd_rates",
            "write_outputs", "stale_outputs", "BenchResult"]
 
@@ -301,6 +301,37 @@ class PeerCodec(Codec):
         return Image.fromarray(arr, "RGB")
 
 
+class KeptCodec(Codec):
+    """A codec whose results an earlier bench wrote (its ``<key>.json``), carried into this
+    one instead of measured again (``hvqc bench --keep``): a peer whose checkpoint is gone,
+    or a slow codec that did not change. Its per-image rows are reused as they are; it
+    cannot encode, so the crop sheet has no panel for it."""
+
+    def __init__(self, folder: Path, key: str):
+        path = Path(folder) / f"{key}.json"
+        try:
+            doc = json.loads(path.read_text())
+            rows, settings = doc["per_image"], list(doc["settings"])
+            name, description = str(doc["name"]), str(doc["description"])
+            if not all(isinstance(r, dict) and r.get("codec") == key for r in rows):
+                raise ValueError("rows of another codec")
+        except FileNotFoundError:
+            raise BenchError(f"--keep {key}: no {path} (an earlier bench's results)") from None
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+            raise BenchError(f"--keep {key}: {path} is not a bench result ({_one_line(e)})") from None
+        self.key, self.name, self.settings, self.rows = key, name, settings, rows
+        self.description = description + "; kept from an earlier run (not measured again)"
+
+    def rows_for(self, images: Sequence[str]) -> list[dict]:
+        """This codec's rows for ``images``, in their order; every setting must be there."""
+        by = {(r["image"], r["setting"]): r for r in self.rows}
+        missing = [f"{i} {s}" for i in images for s in self.settings if (i, s) not in by]
+        if missing:
+            raise BenchError(f"--keep {self.key}: the earlier results lack {len(missing)} of this "
+                             f"run's image settings (e.g. {missing[0]})")
+        return [by[(i, s)] for i in images for s in self.settings]
+
+
 BUILTIN = {"hvqc": HvqcCodec, "jpeg": JPEG, "webp": WebP, "jpeg2000": JPEG2000, "avif": AVIF}
 
 
@@ -346,9 +377,11 @@ def parse_peers(items: Sequence[str]) -> dict[str, list[Path]]:
 
 
 def make_codecs(names: Sequence[str], model: str = "photo",
-                peers: dict[str, list[Path]] | None = None, search=None) -> list[Codec]:
+                peers: dict[str, list[Path]] | None = None, search=None,
+                keep: Sequence[str] = (), folder: Path | None = None) -> list[Codec]:
     """Build the adapters (loads the hvqc model and every peer checkpoint); with
-    ``search`` (:class:`hvqc.search.SearchSettings`), hvqc with searched codes too."""
+    ``search`` (:class:`hvqc.search.SearchSettings`), hvqc with searched codes too; with
+    ``keep``, those codecs' results from the earlier bench in ``folder`` (last)."""
     searched = search is not None and search.steps > 0
     if searched and "hvqc" not in names:
         raise BenchError("--search needs hvqc among the codecs")
@@ -356,6 +389,11 @@ def make_codecs(names: Sequence[str], model: str = "photo",
     if searched:
         codecs.insert(names.index("hvqc") + 1, HvqcCodec(model, search))
     codecs += [PeerCodec(arch, paths) for arch, paths in (peers or {}).items()]
+    run = {c.key for c in codecs}
+    for key in dict.fromkeys(keep):
+        if key in run:
+            raise BenchError(f"--keep {key}: that codec is also run this time")
+        codecs.append(KeptCodec(folder, key))
     if not codecs:
         raise BenchError("no codecs to run")
     return codecs
@@ -406,6 +444,8 @@ def run(files: Sequence[Path], codecs: Sequence[Codec], progress: bool = True) -
                       machine=f"{platform.machine()}, {os.cpu_count()} CPUs, "
                               f"torch {torch.get_num_threads()} threads")
     small = []
+    kept = [c for c in codecs if isinstance(c, KeptCodec)]
+    codecs = [c for c in codecs if not isinstance(c, KeptCodec)]
     total = len(files) * sum(len(c.settings) for c in codecs)
     with tqdm(total=total, desc="bench", file=sys.stderr, disable=None if progress else True,
               leave=False) as bar:
@@ -424,6 +464,8 @@ def run(files: Sequence[Path], codecs: Sequence[Codec], progress: bool = True) -
                     if k == 0:
                         res.decoded[(c.key, row["setting"])] = rec
                     bar.update()
+    for c in kept:
+        res.rows += c.rows_for(res.images)
     if small:
         res.notes.append(f"MS-SSIM needs at least {MS_SSIM_MIN_SIDE} px on the short side (5 scales "
                          f"of an 11-px window); it is null for {len(small)} of {len(files)} images "
@@ -562,6 +604,8 @@ def _crops_figure(res: BenchResult, size: int = 256) -> bytes:
     panels = [("original", img.crop(box))]
     for c in res.codecs:
         cand = [r for r in rows if r["codec"] == c.key]
+        if isinstance(c, KeptCodec):
+            continue
         best = min(cand, key=lambda r: abs(math.log(r["bpp"] / target)))
         panels.append((f"{c.name} {best['setting']}\n{best['bpp']:.3f} bpp",
                        res.decoded[(c.key, best["setting"])].crop(box)))

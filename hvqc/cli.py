@@ -376,6 +376,10 @@ def bench(image_dir: Optional[Path] = typer.Argument(None, help="Image folder (d
                                                    "q1.pth.tar); repeat a NAME for more rates."),
           output: Optional[Path] = typer.Option(None, "-o", "--output",
                                                 help="Results folder (default: bench-<IMAGE_DIR name>)."),
+          keep: Optional[str] = typer.Option(None, "--keep", help="Comma-separated codecs (e.g. "
+                                             "bmshj2018-factorized) whose results the earlier "
+                                             "bench in the results folder holds: carried over, "
+                                             "not measured again."),
           limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images."),
           search: int = typer.Option(0, "--search", metavar="STEPS",
                                      help="Also run hvqc with its codes searched for this many "
@@ -399,7 +403,8 @@ def bench(image_dir: Optional[Path] = typer.Argument(None, help="Image folder (d
             raise UserError(f"-o {out} is the image folder; results go in a folder of their own")
         if out.is_dir() and any(out.iterdir()) and not force:
             raise UserError(f"{out} exists and is not empty (use --force to write into it)")
-        adapters = b.make_codecs(names, model, peers, SearchSettings(steps=search))
+        kept = [k.strip() for k in (keep or "").split(",") if k.strip()]
+        adapters = b.make_codecs(names, model, peers, SearchSettings(steps=search), kept, out)
         res = b.run(files, adapters, progress=True)
         for note in res.notes:
             typer.echo(f"hvqc: note: {note}", err=True)

@@ -314,3 +314,46 @@ def test_cli_force_removes_an_earlier_runs_other_results(cli, images, tmp_path):
     assert (out / "keep.txt").read_text() == "mine"
     assert {"jpeg.json", "bd_rate.json", "summary.md"} <= {p.name for p in out.iterdir()}
     assert "WebP" not in (out / "summary.md").read_text()
+
+
+def test_cli_keep_carries_an_earlier_runs_codec(cli, images, tmp_path):
+    """--keep takes a codec's per-image rows from the earlier results in -o instead of
+    running it (a peer whose checkpoint is gone): the rows, BD-rates and tables are as
+    if it had run, and it is marked as kept; it gets no crop panel."""
+    out = tmp_path / "res"
+    rc, _, err = cli("bench", images, "--codecs", "jpeg,webp", "--limit", "2", "-o", out)
+    assert rc == 0, err
+    before = json.loads((out / "webp.json").read_text())
+    rc, _, err = cli("bench", images, "--codecs", "jpeg", "--keep", "webp", "--limit", "2",
+                     "-o", out, "--force")
+    assert rc == 0, err
+    after = json.loads((out / "webp.json").read_text())
+    assert after["per_image"] == before["per_image"] and after["results"] == before["results"]
+    assert after["description"].endswith("kept from an earlier run (not measured again)")
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["codec"] for r in rows} == {"jpeg", "webp"}
+    assert len(rows) == 2 * (len(bench.JPEG.settings) + len(bench.WebP.settings))
+    assert "## WebP" in (out / "summary.md").read_text()
+    # the earlier results must cover every image and setting of this run
+    rc, _, err = cli("bench", images, "--codecs", "jpeg", "--keep", "webp", "-o", out, "--force")
+    _one_error(rc, err, "--keep webp", "lack", "c.png")
+
+
+def test_cli_keep_errors(cli, images, tmp_path):
+    out = tmp_path / "res"
+    rc, _, err = cli("bench", images, "--codecs", "jpeg", "--limit", "1", "-o", out)
+    assert rc == 0, err
+    snapshot = {p.name: p.read_bytes() for p in out.iterdir()}
+    for keep, fragments in (("avif", ("--keep avif", "no ", "avif.json")),
+                            ("jpeg", ("--keep jpeg", "also run")),
+                            ("summary", ("--keep summary", "no "))):
+        rc, _, err = cli("bench", images, "--codecs", "jpeg", "--keep", keep, "--limit", "1",
+                         "-o", out, "--force")
+        _one_error(rc, err, *fragments)
+    (out / "bd_rate.json").rename(out / "bad.json")
+    rc, _, err = cli("bench", images, "--codecs", "jpeg", "--keep", "bad", "--limit", "1",
+                     "-o", out, "--force")
+    _one_error(rc, err, "--keep bad", "not a bench result")
+    (out / "bad.json").rename(out / "bd_rate.json")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == snapshot    # nothing written
