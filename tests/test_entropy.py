@@ -82,15 +82,22 @@ def test_round_trip(k, n):
     assert np.array_equal(out, s)
 
 
-def test_round_trip_in_groups():
-    rng = np.random.default_rng(3)
-    groups = [_random_case(rng, n, 256) for n in (100, 1, 777)]
+def _round_trip_groups(groups) -> bytes:
+    """Codes (symbols, pmf) groups with one encode call each, checks that one decoder
+    gives them back group by group, and returns the stream."""
     enc = Encoder()
     for s, pmf in groups:
         enc.encode(s, pmf)
-    dec = Decoder(enc.finish())
+    data = enc.finish()
+    dec = Decoder(data)
     for s, pmf in groups:
         assert np.array_equal(dec.decode(pmf), s)
+    return data
+
+
+def test_round_trip_in_groups():
+    rng = np.random.default_rng(3)
+    _round_trip_groups([_random_case(rng, n, 256) for n in (100, 1, 777)])
 
 
 def test_size_close_to_cost():
@@ -189,13 +196,7 @@ def test_final_word_loses_its_free_zero_bytes():
         calls = [(int(rng.choice([1, 40, 900, 3000])), int(rng.choice([2, 16, 512])),
                   float(rng.choice([0.5, 3.0, 12.0]))) for _ in range(int(rng.integers(1, 4)))]
         groups = _stream(rng, calls)
-        enc = Encoder()
-        for s, pmf in groups:
-            enc.encode(s, pmf)
-        data = enc.finish()
-        dec = Decoder(data)
-        for s, pmf in groups:
-            assert np.array_equal(dec.decode(pmf), s)
+        data = _round_trip_groups(groups)
         trimmed.append(-len(data) % 4)
         over.append(8 * len(data) - sum(cost_bits(s, pmf) for s, pmf in groups))
     assert np.mean(trimmed) > 1.0 and set(trimmed) == {0, 1, 2, 3}
@@ -208,10 +209,4 @@ def test_trimmed_streams_decode_in_any_call_pattern():
     rng = np.random.default_rng(12)
     for calls in ([(5, 2, 0.1)], [(3000, 512, 3.0), (1, 512, 3.0)], [(2000, 4, 40.0)],
                   [(700, 256, 3.0), (10, 1, 0.0), (64, 256, 3.0)], [(1500, 256, 3.0), (0, 256, 3.0)]):
-        groups = _stream(rng, calls)
-        enc = Encoder()
-        for s, pmf in groups:
-            enc.encode(s, pmf)
-        dec = Decoder(enc.finish())
-        for s, pmf in groups:
-            assert np.array_equal(dec.decode(pmf), s)
+        _round_trip_groups(_stream(rng, calls))
