@@ -139,6 +139,7 @@ class Encoder:
         self._coder = constriction.stream.queue.RangeEncoder()
         # Checkpointed blocks since the last bulk encode: (position, symbols, pmf as uint16)
         self._blocks: list[tuple[tuple, np.ndarray, np.ndarray]] = []
+        self._whole = True      # the blocks hold every symbol coded so far
 
     def encode(self, symbols: np.ndarray, pmf: np.ndarray) -> None:
         """Appends symbols [N] (ints in [0, K)) coded with pmf [N, K] from pmf_from_logits."""
@@ -150,6 +151,7 @@ class Encoder:
         if bulk:
             self._coder.encode(s[:bulk], _MODEL, _probs(pmf[:bulk]))
             self._blocks.clear()
+            self._whole = False
         for i in range(bulk, len(s), _BLOCK):
             j = min(i + _BLOCK, len(s))
             self._blocks.append((self._coder.pos(), s[i:j], pmf[i:j].astype(np.uint16)))
@@ -157,6 +159,7 @@ class Encoder:
         words = self._coder.num_words()
         while len(self._blocks) > 1 and self._blocks[1][0][0] + _REACH <= words:
             self._blocks.pop(0)                  # the next block's checkpoint is safe already
+            self._whole = False
 
     def finish(self) -> bytes:
         """Returns the stream: big-endian words, the final one's zero low bytes dropped."""
@@ -170,7 +173,10 @@ class Encoder:
         """The final word with the most zero low bytes (up to 3) that still decodes the
         stream's last symbols, and that number of bytes."""
         last = int(words[-1])
-        start = [k for k, (pos, _, _) in enumerate(self._blocks) if pos[0] + _REACH <= len(words)]
+        # A checkpoint is safe when the final word is out of its reach, or when it is the
+        # stream's start (then every symbol is re-decoded: short streams, digits' files).
+        start = [k for k, (pos, _, _) in enumerate(self._blocks)
+                 if pos[0] + _REACH <= len(words) or (k == 0 and self._whole)]
         for nbytes in (3, 2, 1):
             unit = 1 << (8 * nbytes)
             low = last - last % unit
