@@ -603,9 +603,9 @@ def _crops_figure(res: BenchResult, size: int = 256) -> bytes:
     box = ((img.width - w) // 2, (img.height - h) // 2, (img.width - w) // 2 + w, (img.height - h) // 2 + h)
     panels = [("original", img.crop(box))]
     for c in res.codecs:
-        cand = [r for r in rows if r["codec"] == c.key]
-        if isinstance(c, KeptCodec):
+        if isinstance(c, KeptCodec):            # measured elsewhere: no decoded image here
             continue
+        cand = [r for r in rows if r["codec"] == c.key]
         best = min(cand, key=lambda r: abs(math.log(r["bpp"] / target)))
         panels.append((f"{c.name} {best['setting']}\n{best['bpp']:.3f} bpp",
                        res.decoded[(c.key, best["setting"])].crop(box)))
