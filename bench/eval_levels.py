@@ -24,6 +24,7 @@ from hvqc.codec import compress_image, searchable_levels
 from hvqc.data import data_root
 from hvqc.image import load_image
 from hvqc.publish import record_rates
+from hvqc.runtime import tune_allocator
 from hvqc.search import SearchSettings
 from hvqc.zoo import load
 
@@ -37,6 +38,7 @@ def main() -> None:
                     help="record each level's mean bpp as its typical rate in weights/manifest.json")
     ap.add_argument("--search", type=int, default=0, help="search each level's codes for STEPS steps")
     args = ap.parse_args()
+    tune_allocator()                                   # as the hvqc command does
     if args.search and args.update_manifest:
         ap.error("--update-manifest records the plain encoder's rates: leave out --search")
     folder = args.images or data_root() / "kodak"

@@ -7,7 +7,8 @@ Each image is timed in turn, in this order: hvqc ``compress_image`` and
 ``decompress`` (every level, whole file, header and checksum included) and the peer's
 ``compress`` and ``decompress`` (CompressAI's own entropy coder, input padded to a
 multiple of 64 as its evaluation does), each ``--repeats`` times, keeping the median.
-Both run in the same process with the same ``torch`` thread count. With ``--search``,
+Both run in the same process with the same ``torch`` thread count and, as under the
+``hvqc`` command, glibc's allocator tuned (:func:`hvqc.runtime.tune_allocator`). With ``--search``,
 hvqc is also timed with its codes searched (``hvqc encode --search``) at every level
 the model allows (decoding such a file costs what any file of its level costs).
 
@@ -35,6 +36,7 @@ from hvqc.api import decompress
 from hvqc.codec import compress_image, searchable_levels
 from hvqc.data import data_root
 from hvqc.image import load_image
+from hvqc.runtime import tune_allocator
 from hvqc.search import SearchSettings
 from hvqc.zoo import load
 
@@ -75,6 +77,7 @@ def main() -> None:
     ap.add_argument("--search", type=int, default=0, help="also time hvqc with STEPS of search")
     ap.add_argument("-o", "--output", type=Path, default=Path("bench/results/speed.json"))
     args = ap.parse_args()
+    tuned = tune_allocator()                           # as the hvqc command does
     torch.set_num_threads(args.threads)
     from compressai.ops import compute_padding
 
@@ -120,7 +123,8 @@ def main() -> None:
               "peer": {"arch": "bmshj2018-factorized", "N": 128, "M": 192,
                        "weights": str(args.peer) if args.peer else "untrained (timing only)"},
               "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "torch": torch.__version__},
+                          "torch": torch.__version__,
+                          "allocator_tuned": tuned},
               "mean": mean, "faster_than_peer": verdict, "per_image": rows}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n")

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from hvqc.data import require
 from hvqc.image import CropSampler
 from hvqc.recipes import PHOTO_FOLDERS
+from hvqc.runtime import tune_allocator
 from hvqc.train import TrainSettings, budget_fraction
 
 ARCHS = ("bmshj2018-factorized", "bmshj2018-hyperprior")
@@ -75,6 +76,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=0.0,
                     help="wall-clock budget (0: none); --steps is then a cap")
     args = ap.parse_args()
+    tune_allocator()                                   # as the hvqc command does
     run = args.run or Path("runs") / f"peer-{args.arch}-l{args.lmbda:g}"
     run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)

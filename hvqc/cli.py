@@ -721,6 +721,8 @@ def _report(e: Exception) -> None:
 
 
 def main() -> None:
+    from .runtime import tune_allocator
+    tune_allocator()
     try:
         app()
     except KeyboardInterrupt:

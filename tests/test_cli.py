@@ -380,3 +380,49 @@ def test_train_refuses_a_bad_device_or_budget(cli, tmp_path):
         rc, out, err = cli("train", "photo", *args, "--run", tmp_path / "r")
         assert_one_error_line(rc, err, fragment)
         assert not (tmp_path / "r").exists()
+
+
+_RSS_AFTER_FREE = """
+import sys
+import numpy as np
+from hvqc.runtime import tune_allocator
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+applied = tune_allocator() if sys.argv[1] == "tuned" else False
+base = rss()
+a = np.ones(64 << 20, dtype=np.uint8)        # 64 MiB, touched
+del a
+print(applied, rss() - base)
+"""
+
+
+@pytest.mark.skipif(not __import__("platform").libc_ver()[0] == "glibc"
+                    or not __import__("os").path.exists("/proc/self/statm"),
+                    reason="glibc's allocator on Linux only")
+def test_tuned_allocator_keeps_freed_memory_for_reuse():
+    """Untuned, glibc returns a freed 64 MiB block to the system at once (it came from
+    its own mmap); tuned, the block came from the heap and stays there for the next
+    allocation. The command line tunes it before any work."""
+    import subprocess
+    import sys
+
+    kept = {}
+    for mode in ("plain", "tuned"):
+        out = subprocess.run([sys.executable, "-c", _RSS_AFTER_FREE, mode], capture_output=True,
+                             text=True, check=True).stdout.split()
+        kept[mode] = (out[0], int(out[1]))
+    assert kept["plain"][0] == "False" and kept["plain"][1] < 16 << 20
+    assert kept["tuned"][0] == "True" and kept["tuned"][1] > 48 << 20
+
+
+def test_the_command_tunes_the_allocator_first(monkeypatch):
+    import sys
+
+    from hvqc import cli, runtime
+
+    calls = []
+    monkeypatch.setattr(runtime, "tune_allocator", lambda: calls.append("tuned") or True)
+    monkeypatch.setattr(cli, "app", lambda: calls.append("ran"))
+    monkeypatch.setattr(sys, "argv", ["hvqc", "models"])
+    cli.main()
+    assert calls == ["tuned", "ran"]
