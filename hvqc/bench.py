@@ -301,6 +301,9 @@ class PeerCodec(Codec):
         return Image.fromarray(arr, "RGB")
 
 
+_KEPT = "; kept from an earlier run (not measured again)"
+
+
 class KeptCodec(Codec):
     """A codec whose results an earlier bench wrote (its ``<key>.json``), carried into this
     one instead of measured again (``hvqc bench --keep``): a peer whose checkpoint is gone,
@@ -320,7 +323,7 @@ class KeptCodec(Codec):
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
             raise BenchError(f"--keep {key}: {path} is not a bench result ({_one_line(e)})") from None
         self.key, self.name, self.settings, self.rows = key, name, settings, rows
-        self.description = description + "; kept from an earlier run (not measured again)"
+        self.description = description if description.endswith(_KEPT) else description + _KEPT
 
     def rows_for(self, images: Sequence[str]) -> list[dict]:
         """This codec's rows for ``images``, in their order; every setting must be there."""

@@ -335,6 +335,12 @@ def test_cli_keep_carries_an_earlier_runs_codec(cli, images, tmp_path):
     assert {r["codec"] for r in rows} == {"jpeg", "webp"}
     assert len(rows) == 2 * (len(bench.JPEG.settings) + len(bench.WebP.settings))
     assert "## WebP" in (out / "summary.md").read_text()
+    # kept again, it is marked once
+    rc, _, err = cli("bench", images, "--codecs", "jpeg", "--keep", "webp", "--limit", "2",
+                     "-o", out, "--force")
+    assert rc == 0, err
+    again = json.loads((out / "webp.json").read_text())
+    assert again["description"] == after["description"] and again["per_image"] == before["per_image"]
     # the earlier results must cover every image and setting of this run
     rc, _, err = cli("bench", images, "--codecs", "jpeg", "--keep", "webp", "-o", out, "--force")
     _one_error(rc, err, "--keep webp", "lack", "c.png")
