@@ -3,7 +3,6 @@ benchmarks apply them at start. A library import changes nothing."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4     # glibc's mallopt parameters (malloc.h)
 
@@ -22,8 +21,7 @@ def tune_allocator() -> bool:
     Returns whether the settings were applied.
     """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt        # the C library the process already runs on
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
