@@ -511,8 +511,9 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
                                        "their later stages (from --init) X-tune (every level "
                                        "trained further), X-top (the two top levels "
                                        "retrained on the frozen ones below), X-upper (levels above "
-                                       "the first through the pixels), X-priors (priors only) and "
-                                       "X-decoder (the finest decoder only, on every cut); "
+                                       "the first through the pixels), X-priors (priors only), "
+                                       "X-decoder (the finest decoder only, on every cut) and "
+                                       "X-decode (priors and decoders, on rate and every cut); "
                                        "speech (with --variant)."),
           steps: int = typer.Option(6000, help="Optimisation steps."),
           run: Optional[Path] = typer.Option(None, help="Run folder, resumed if it exists "
@@ -530,7 +531,9 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
           device: str = typer.Option("cpu", help="Where to train: cpu, cuda or cuda:N."),
           seconds: float = typer.Option(0.0, help="Wall-clock budget in seconds (0: none); "
                                         "the schedules then follow the elapsed time and "
-                                        "--steps is only a cap.")):
+                                        "--steps is only a cap."),
+          rate_weight: Optional[float] = typer.Option(None, help="X-decode only: distortion "
+                                                      "per bpp of rate (default 2).")):
     """Train a model (resumable; also runs under torchrun)."""
     from .recipes import train_recipe
     try:
@@ -538,6 +541,8 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
             raise UserError("--variant is for the speech recipe only")
         if freeze is not None and recipe == "speech":
             raise UserError("--freeze is for the image recipes only")
+        if rate_weight is not None and not recipe.endswith("-decode"):
+            raise UserError("--rate-weight is for the decode stage (X-decode) only")
         if recipe == "speech":
             from .speech import VARIANTS
             variant = variant or VARIANTS[0]
@@ -563,7 +568,8 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
             init_ck = str(init / "ckpt.pt" if init.is_dir() else init)
             if not Path(init_ck).exists():
                 raise UserError(f"no checkpoint at {init_ck}")
-        opts = {k: v for k, v in dict(batch=batch, crop=crop, variant=variant, freeze=freeze).items()
+        opts = {k: v for k, v in dict(batch=batch, crop=crop, variant=variant, freeze=freeze,
+                                         rate_weight=rate_weight).items()
                 if v is not None}
         opts.update(device=device, seconds=seconds)
         path = train_recipe(recipe, run or Path("runs") / recipe, steps, seed=seed, init=init_ck,

@@ -231,14 +231,18 @@ class HierarchicalVQVAE(nn.Module):
             q = self.expected(l - 1, self.levels[l].decoder(q))
         return q
 
-    @torch.no_grad()
-    def decoder_inputs(self, x: torch.Tensor, groups: list[int] | None = None) -> list[torch.Tensor]:
+    def decoder_inputs(self, x: torch.Tensor, groups: list[int] | None = None,
+                       codes: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """What level 0's decoder is fed when a file of ``x`` is decoded, one tensor per
         cut: each level's codewords (hard at level 0, :meth:`mean_codewords` above), then,
         for each level ``l`` with ``groups[l]`` > 0, the refinement that holds only its first
         ``groups[l]`` coding groups (the rest the prior's mean given them, as
-        :meth:`decode_mean`). Every input is ``[B, D_0, *S_0]``."""
-        codes = self.encode(x)
+        :meth:`decode_mean`). Every input is ``[B, D_0, *S_0]``; ``codes`` are ``x``'s
+        (default: :meth:`encode`). Differentiable in the priors and the decoders above
+        level 0 (the decode stage trains them), so plain use wants ``torch.no_grad()``."""
+        if codes is None:
+            with torch.no_grad():
+                codes = self.encode(x)
         out = [self.mean_codewords(l, self.codewords(l, codes[l])) for l in range(self.num_levels)]
         for l, g in enumerate(groups or []):
             if g:
@@ -246,6 +250,13 @@ class HierarchicalVQVAE(nn.Module):
                 upper = codes[l + 1] if l + 1 < self.num_levels else None
                 out.append(self.mean_codewords(l, self.codewords(l, codes[l], known, upper)))
         return out
+
+    def bits(self, codes: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each level's prior cross-entropy of its codes ``codes[l]`` (bits per position)
+        given the prediction from the codes of the level above: what a file pays for them.
+        Differentiable in the priors and in the decoders above level 0 that condition them."""
+        return [lv.prior(codes[i], self.predict(i + 1, codes[i + 1]) if i + 1 < self.num_levels else None)
+                for i, lv in enumerate(self.levels)]
 
     def forward(self, x: torch.Tensor, tau: float = 1.0, signal_levels: bool = False) -> HierarchyOutput:
         """Training pass. Each level learns to reconstruct the (detached) latent of the

@@ -17,10 +17,12 @@ from .train import TrainSettings, train
 __all__ = ["RECIPES", "train_recipe"]
 
 PHOTO_FOLDERS = ("bsds500", "imagenet_sample", "sun_hays80")   # never kodak
+DECODE_RATE_WEIGHT = 2.0   # the decode stage's distortion per bpp: about the photo model's
+                           # (1 - MS-SSIM) slope between its levels 1 and 2 (1) and 2 and 3 (6)
 
 
 def _stage(settings: TrainSettings, stage: str, levels: int, top: int = 2,
-           freeze: int | None = None) -> None:
+           freeze: int | None = None, rate_weight: float | None = None) -> None:
     """Adjust the settings for a stage: ``all`` (stage 1, every level); ``tune`` (every
     level again, from ``init``, at stage 1's final temperature 0.1 and half its peak
     learning rate: more training of a finished model, e.g. on a GPU); ``top`` (the
@@ -35,7 +37,11 @@ def _stage(settings: TrainSettings, stage: str, levels: int, top: int = 2,
     only level 0's decoder learns, on what decoding each cut a file can carry feeds it:
     the hard codewords of level 0, and the priors' mean codewords under every level
     above and every refinement, which stages 1-3 never show it; codes and rates stay as
-    they are). ``freeze`` overrides how many bottom levels stay fixed."""
+    they are); ``decode`` (the whole decode side: the priors and every decoder, on
+the rate of the fixed codes in bpp times ``rate_weight`` plus the mean distortion of
+every cut as ``decoder`` feeds them; ``decoder`` never moves the priors, which
+``priors`` fits only to the codes, not to how a cut decodes through their means).
+``freeze`` overrides how many bottom levels stay fixed."""
     if stage == "top":
         settings.freeze_levels = settings.keep_levels = levels - top
         settings.commit_warmup = 0.4
@@ -54,8 +60,19 @@ def _stage(settings: TrainSettings, stage: str, levels: int, top: int = 2,
         settings.decoder_only = True
         settings.tau_start = settings.tau_end = 0.1      # unused: no level quantizes softly
         settings.lr = 1e-4
+    elif stage == "decode":
+        settings.decode_side = True
+        settings.tau_start = settings.tau_end = 0.1      # unused: no level quantizes softly
+        settings.lr = 1e-4
+        settings.rate_weight = DECODE_RATE_WEIGHT
     elif stage != "all":
         raise ValueError(f"unknown stage {stage!r}")
+    if rate_weight is not None:
+        if stage != "decode":
+            raise ValueError("--rate-weight is for the decode stage (X-decode) only")
+        if rate_weight < 0:
+            raise ValueError(f"--rate-weight must be 0 or more, got {rate_weight:g}")
+        settings.rate_weight = rate_weight
     if freeze is not None:
         if not 0 <= freeze < levels:
             raise ValueError(f"--freeze must be in 0..{levels - 1} for this model, got {freeze}")
@@ -69,7 +86,7 @@ def _rank() -> int:
 def train_photo(run_dir: Path, steps: int, batch: int = 8, crop: int = 128, seed: int = 0,
                 progress: bool = True, command: str = "", init: str = "",
                 stage: str = "all", freeze: int | None = None, device: str = "cpu",
-                seconds: float = 0.0) -> Path:
+                seconds: float = 0.0, rate_weight: float | None = None) -> Path:
     """The photo model, in the stages of :func:`_stage` (2 and 3 start from ``init``)."""
     folders = [require(f) for f in PHOTO_FOLDERS]
     sampler = CropSampler(folders, crop, seed + 1000 * _rank())
@@ -77,14 +94,15 @@ def train_photo(run_dir: Path, steps: int, batch: int = 8, crop: int = 128, seed
             "batch": batch, "command": command}
     settings = TrainSettings(steps=steps, seed=seed, init=init, device=device, seconds=seconds)
     config = photo_config()
-    _stage(settings, stage, len(config.levels), freeze=freeze)
+    _stage(settings, stage, len(config.levels), freeze=freeze, rate_weight=rate_weight)
     return train(config, lambda step: sampler.sample(batch), msssim_mse, run_dir,
                  settings, meta, progress)
 
 
 def train_mnist(run_dir: Path, steps: int, batch: int = 64, crop: int | None = None, seed: int = 0,
                 progress: bool = True, command: str = "", init: str = "", stage: str = "all",
-                freeze: int | None = None, device: str = "cpu", seconds: float = 0.0) -> Path:
+                freeze: int | None = None, device: str = "cpu", seconds: float = 0.0,
+                rate_weight: float | None = None) -> Path:
     """HQA's digits model on the 60,000 MNIST training digits at 32x32, MSE loss."""
     data, _ = mnist("train")
     sampler = TensorSampler(data, seed + 1000 * _rank())
@@ -93,14 +111,15 @@ def train_mnist(run_dir: Path, steps: int, batch: int = 64, crop: int | None = N
     settings = TrainSettings(steps=steps, seed=seed, init=init, ckpt_every=500, device=device,
                              seconds=seconds)
     config = mnist_config()
-    _stage(settings, stage, len(config.levels), freeze=freeze)
+    _stage(settings, stage, len(config.levels), freeze=freeze, rate_weight=rate_weight)
     return train(config, lambda step: sampler.sample(batch), mse, run_dir,
                  settings, meta, progress)
 
 
 def train_faces(run_dir: Path, steps: int, batch: int = 32, crop: int | None = None, seed: int = 0,
                 progress: bool = True, command: str = "", init: str = "", stage: str = "all",
-                freeze: int | None = None, device: str = "cpu", seconds: float = 0.0) -> Path:
+                freeze: int | None = None, device: str = "cpu", seconds: float = 0.0,
+                rate_weight: float | None = None) -> Path:
     """CelebA faces (64x64 centre crops, flips), SSIM + MSE loss."""
     data = celeba("train")
     sampler = TensorSampler(data, seed + 1000 * _rank(), flip=True)
@@ -161,7 +180,7 @@ def train_speech(run_dir: Path, steps: int, variant: str = "down+aux", batch: in
 RECIPES = {"speech": train_speech}
 for _name, _fn in (("photo", train_photo), ("mnist", train_mnist), ("faces", train_faces)):
     RECIPES[_name] = _fn
-    for _st in ("tune", "top", "upper", "priors", "decoder"):
+    for _st in ("tune", "top", "upper", "priors", "decoder", "decode"):
         RECIPES[f"{_name}-{_st}"] = partial(_fn, stage=_st)
 
 

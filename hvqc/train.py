@@ -11,7 +11,10 @@ only the priors to the finished model's codes, with their own loss and gradient 
 which leaves them under-trained); a fourth (``decoder_only``) trains only level 0's decoder,
 on what decoding every level and refinement of a file feeds it (the priors' mean
 codewords above level 0, which the joint loss never shows it), so no file's codes or
-bytes move. Checkpoints carry their own config,
+bytes move; a fifth (``decode_side``) trains everything a decoder runs, the priors and
+every level's decoder, on the rate of the codes files carry plus the distortion of every
+cut as decoded (the decoder stage's views), with the encoders and codebooks fixed so the
+codes still do not move. Checkpoints carry their own config,
 optimizer state and step, so running the same command again picks up where it stopped.
 A run is budgeted in steps or, with ``seconds``, in wall-clock time: the learning-rate
 and temperature schedules then follow the elapsed fraction of the budget, which is how
@@ -52,6 +55,8 @@ class TrainSettings:
     init: str = ""                # checkpoint to start from when the run has none
     priors_only: bool = False     # train only the priors (on the codes of a finished model)
     decoder_only: bool = False    # train only level 0's decoder, on what each cut feeds it
+    decode_side: bool = False     # train the priors and every decoder: rate + each cut's distortion
+    rate_weight: float = 0.0      # decode_side: distortion units per bit per signal sample (bpp)
     commit_warmup: float = 0.0    # fraction of steps trained without the commitment term
     keep_levels: int = -1         # with ``init``: load only the bottom levels (-1: all); the
                                   # rest start fresh (HQA's greedy training of upper levels)
@@ -83,14 +88,15 @@ def _load_init(path: str) -> dict[str, torch.Tensor]:
 
 
 def _decoder_views(model: HierarchicalVQVAE, decoder: torch.nn.Module, x: torch.Tensor,
-                   distortion, step: int, seed: int) -> list[torch.Tensor]:
+                   distortion, step: int, seed: int,
+                   codes: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
     """Distortion of every cut of ``x`` a file can carry, decoded by level 0's decoder:
     each whole level, and a refinement of each level to a random number of its coding
     groups (seeded by ``step``, so a resumed run draws the same)."""
     rng = random.Random(seed * 1_000_003 + step)
     groups = [rng.randrange(1, len(lv.prior.offsets())) if len(lv.prior.offsets()) > 1 else 0
               for lv in model.levels]
-    inputs = model.decoder_inputs(x, groups)
+    inputs = model.decoder_inputs(x, groups, codes)
     x_hat = decoder(torch.cat(inputs))
     return [distortion(v, x) for v in x_hat.chunk(len(inputs))]
 
@@ -114,6 +120,8 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
         meta: extra JSON-able facts stored in the checkpoint (data, command).
     """
     rank = 0
+    if settings.decode_side and _is_dist():
+        raise ValueError("the decode stage (decode_side) trains in one process")
     if settings.seconds > 0 and _is_dist():
         raise ValueError("a time budget (seconds) is for single-process training: the ranks "
                          "of a distributed run would stop at different steps")
@@ -137,6 +145,9 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
     if settings.priors_only:
         frozen = {id(p) for lv in model.levels
                   for part in (lv.encoder, lv.quantizer, lv.decoder) for p in part.parameters()}
+    if settings.decode_side:       # the codes a file carries stay as they are
+        frozen = {id(p) for lv in model.levels
+                  for part in (lv.encoder, lv.quantizer) for p in part.parameters()}
     if settings.decoder_only:
         keep = {id(p) for p in model.levels[0].decoder.parameters()}
         frozen = {id(p) for p in model.parameters() if id(p) not in keep}
@@ -190,6 +201,15 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
             views = _decoder_views(model, decoder, x, distortion, step, settings.seed)
             loss = dist_loss = torch.stack(views).mean()
             out = None
+        elif settings.decode_side:       # rate of the fixed codes + every cut's distortion
+            with torch.no_grad():
+                codes = model.encode(x)
+            views = _decoder_views(model, decoder, x, distortion, step, settings.seed, codes)
+            level_bits = model.bits(codes)
+            rate = sum(b / config.stride(i) ** config.dims for i, b in enumerate(level_bits))
+            dist_loss = torch.stack(views).mean()
+            loss = dist_loss + settings.rate_weight * rate
+            out = None
         else:
             out = net(x, tau, settings.signal_weight > 0)
             dist_loss = distortion(out.x_hat, x)
@@ -208,7 +228,7 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
         step += 1
         last = budget_fraction(step, time.time() - t0, settings) >= 1.0
         if (step % settings.reset_every == 0 and frac < settings.reset_until
-                and not settings.priors_only and not settings.decoder_only):
+                and not (settings.priors_only or settings.decoder_only or settings.decode_side)):
             for lv, z in list(zip(model.levels, out.latents))[settings.freeze_levels:]:
                 lv.quantizer.reset_dead(z)
                 lv.quantizer.calibrate(z, momentum=0.8)
@@ -221,6 +241,8 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
             if step % 50 == 0 or (progress and step % 10 == 0) or last:   # .item() syncs a GPU
                 if out is None:
                     parts = "views " + " ".join(f"{v.item():.4f}" for v in views)
+                    if settings.decode_side:
+                        parts += " bits " + " ".join(f"{b.item():.3f}" for b in level_bits)
                 else:
                     parts = " ".join(f"L{i}[r {s.recon.item():.3f} b {s.bits.item():.2f} "
                                      f"p {s.perplexity.item():.0f}]" for i, s in enumerate(out.levels))

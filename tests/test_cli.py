@@ -369,6 +369,8 @@ def test_train_refuses_bad_options_before_training(cli, tmp_path):
     assert_one_error_line(rc, err, "--freeze is for the image recipes only")
     rc, out, err = cli("train", "nosuch", "--run", tmp_path / "r")
     assert_one_error_line(rc, err, "nosuch")
+    rc, out, err = cli("train", "photo-priors", "--rate-weight", "2", "--run", tmp_path / "r")
+    assert_one_error_line(rc, err, "--rate-weight is for the decode stage (X-decode) only")
     assert not (tmp_path / "r").exists()
 
 

@@ -1,5 +1,6 @@
 """Tests for hvqc.hierarchy with the tiny test configuration."""
 import json
+import math
 
 import pytest
 import torch
@@ -102,6 +103,33 @@ def test_decode_mean_feeds_each_mean_to_the_level_below(model, x):
     assert out.shape == x.shape
     assert torch.equal(out, model.levels[0].decoder(q0))
     assert not torch.allclose(out, model.decode(2, codes[2]))
+
+
+def test_bits_are_what_the_priors_charge_a_files_codes(model, x):
+    """``bits`` is each level's prior cross-entropy of the encoder's codes given the
+    prediction from the codes above (what training logs and a file pays), and it trains
+    the decoders that condition the priors (the decode stage)."""
+    codes = model.encode(x)
+    bits = model.bits(codes)
+    with torch.no_grad():
+        for l in range(model.num_levels):
+            cond = model.predict(l + 1, codes[l + 1]) if l + 1 < model.num_levels else None
+            lp = model.levels[l].prior.log_probs(codes[l], cond).gather(1, codes[l].unsqueeze(1))
+            assert torch.allclose(bits[l], -lp.sum() / (codes[l].numel() * math.log(2))), l
+    dec = model.levels[1].decoder.net[0].weight
+    (grad,) = torch.autograd.grad(bits[0], [dec])
+    assert grad.abs().sum() > 0
+    assert bits[-1].grad_fn is not None
+
+
+def test_decoder_inputs_train_the_priors_and_upper_decoders(model, x):
+    """What the decode stage learns from: level 2's mean descent is differentiable in the
+    priors it takes means under and in the decoders above level 0."""
+    ins = model.decoder_inputs(x, [1, 1, 0])
+    params = [model.levels[0].prior.net[-1].weight, model.levels[1].prior.net[-1].weight,
+              model.levels[1].decoder.net[0].weight, model.levels[2].decoder.net[0].weight]
+    grads = torch.autograd.grad(ins[2].square().sum(), params)
+    assert all(g.abs().sum() > 0 for g in grads)
 
 
 def test_decoder_inputs_are_what_decoding_each_cut_feeds_level_0(model, x):

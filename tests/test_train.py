@@ -16,8 +16,8 @@ def _why(stderr: str) -> str:
     return "\n".join(said[:20]) + "\n...\n" + stderr[-1500:]
 
 
-def _run(args, **kw):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def _run(args, extra_env: dict | None = None, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(extra_env or {}))
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300, **kw)
 
 
@@ -105,6 +105,38 @@ def test_decoder_stage_changes_only_the_finest_decoder(tmp_path):
             assert torch.equal(a[k], b[k]), k
     changed = [k for k in a if k.startswith("levels.0.decoder.") and not torch.equal(a[k], b[k])]
     assert len(changed) == sum(k.startswith("levels.0.decoder.") for k in a)
+
+
+def test_decode_stage_keeps_the_codes_and_trains_every_prior_and_decoder(tmp_path):
+    """Stage 5 (decode_side) trains the priors and every level's decoder on the rate plus
+    every cut's distortion, and keeps every encoder, codebook and quantizer buffer bit for
+    bit, so a file's codes do not move."""
+    a, b = _stage_after_stage_one(tmp_path, "decode_side=True, rate_weight=2.0")
+    for k in a:
+        if ".encoder." in k or ".quantizer." in k:
+            assert torch.equal(a[k], b[k]), k
+    for lv in {k.split(".")[1] for k in a}:
+        for part in ("prior", "decoder"):
+            trained = [k for k in a if k.startswith(f"levels.{lv}.{part}.")]
+            assert any(not torch.equal(a[k], b[k]) for k in trained), (lv, part)
+
+
+def test_decode_stage_refuses_torchrun(tmp_path):
+    """The decode stage trains in one process: under torchrun it says so instead of
+    training replicas that never average their gradients."""
+    script = ("import torch, torch.nn.functional as F, sys\n"
+              f"sys.path.insert(0, {str(HERE)!r})\n"
+              "from make_tiny import tiny_config\n"
+              "from hvqc.train import TrainSettings, train\n"
+              "try:\n"
+              "    train(tiny_config(), lambda i: torch.rand(2, 3, 32, 32), F.mse_loss,\n"
+              f"          {str(tmp_path / 'r')!r}, TrainSettings(steps=1, decode_side=True), progress=False)\n"
+              "except ValueError as e:\n"
+              "    print('refused:', e)\n")
+    r = _run([sys.executable, "-c", script], {"WORLD_SIZE": "2"})
+    assert r.returncode == 0, r.stderr
+    assert "refused: the decode stage (decode_side) trains in one process" in r.stdout
+    assert not (tmp_path / "r" / "ckpt.pt").exists()
 
 
 def test_decoder_stage_under_torchrun_keeps_replicas_equal(tmp_path):
