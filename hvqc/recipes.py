@@ -37,11 +37,11 @@ def _stage(settings: TrainSettings, stage: str, levels: int, top: int = 2,
     only level 0's decoder learns, on what decoding each cut a file can carry feeds it:
     the hard codewords of level 0, and the priors' mean codewords under every level
     above and every refinement, which stages 1-3 never show it; codes and rates stay as
-    they are); ``decode`` (the whole decode side: the priors and every decoder, on
-the rate of the fixed codes in bpp times ``rate_weight`` plus the mean distortion of
-every cut as ``decoder`` feeds them; ``decoder`` never moves the priors, which
-``priors`` fits only to the codes, not to how a cut decodes through their means).
-``freeze`` overrides how many bottom levels stay fixed."""
+    they are); ``decode`` (the whole decode side: the priors and every decoder, on the
+    rate of the fixed codes in bpp times ``rate_weight`` plus the mean distortion of every
+    cut as ``decoder`` feeds them; ``decoder`` never moves the priors, which ``priors``
+    fits only to the codes, not to how a cut decodes through their means). ``freeze``
+    overrides how many bottom levels stay fixed; ``rate_weight``, the decode stage's."""
     if stage == "top":
         settings.freeze_levels = settings.keep_levels = levels - top
         settings.commit_warmup = 0.4
