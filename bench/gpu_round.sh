@@ -14,8 +14,8 @@
 #   .gpu/peer-f18.pt, .gpu/peer-f06.pt   the CPU-trained peers' weights (float16)
 # and starts hvqc from weights/photo.safetensors. hvqc runs its stages one after another
 # inside the budget: photo-tune (every level, 58 %), photo-upper (levels 2-3 through the
-# pixels, 20 %), photo-priors (13 %), photo-decoder (level 1's decoder on every cut's
-# input, 9 %); it is exported as weights/photo.safetensors. Results
+# pixels, 20 %), photo-priors (13 %), photo-decode (the priors and every decoder on the
+# rate plus every cut's distortion as decoded, 9 %); it is exported as weights/photo.safetensors. Results
 # go to $OUT (or ./gpu-out): photo.safetensors, manifest.json, the peers' ckpt.pth.tar
 # and the logs.
 set -u
@@ -91,7 +91,11 @@ if [ "$mode" = smoke ]; then
     python3 bench/train_peer.py --init "$stash/peer-f18.pt" --run $runs/peer --device cuda \
         --seconds "$secs" --steps 100000 --batch "$batch" --crop "$crop" --lr 1e-4 2>&1 | tail -2 &
     wait
-    for f in $runs/tune/log.txt $runs/peer/log.txt; do echo "$f: $(tail -n 1 "$f")"; done
+    hvqc train photo-decode --init weights/photo.safetensors --run $runs/decode --device cuda \
+        --seconds 10 --steps 100000 --batch "$batch" --crop "$crop" 2>&1 | tail -2
+    for f in $runs/tune/log.txt $runs/peer/log.txt $runs/decode/log.txt; do
+        echo "$f: $(tail -n 1 "$f")"
+    done
     exit 0
 fi
 
@@ -107,9 +111,9 @@ t4=$(python3 -c "print($secs - $t1 - $t2 - $t3)")
         --seconds "$t2" --steps 1000000 --batch "$batch" --crop "$crop" \
     && hvqc train photo-priors --init $runs/photo-upper --run $runs/photo-priors --device cuda \
         --seconds "$t3" --steps 1000000 --batch "$batch" --crop "$crop" \
-    && hvqc train photo-decoder --init $runs/photo-priors --run $runs/photo-decoder --device cuda \
+    && hvqc train photo-decode --init $runs/photo-priors --run $runs/photo-decode --device cuda \
         --seconds "$t4" --steps 1000000 --batch "$batch" --crop "$crop" \
-    && hvqc export $runs/photo-decoder --name photo --force \
+    && hvqc export $runs/photo-decode --name photo --force \
     && cp weights/photo.safetensors weights/manifest.json "$out/"
 ) > /root/gpu/photo.out 2>&1 &
 for l in 0.0018 0.0006; do
