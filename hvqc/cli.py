@@ -541,10 +541,8 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
             raise UserError("--variant is for the speech recipe only")
         if freeze is not None and recipe == "speech":
             raise UserError("--freeze is for the image recipes only")
-        if rate_weight is not None and not recipe.endswith("-decode"):
+        if rate_weight is not None and recipe == "speech":   # the image recipes check it themselves
             raise UserError("--rate-weight is for the decode stage (X-decode) only")
-        if rate_weight is not None and rate_weight < 0:
-            raise UserError(f"--rate-weight must be 0 or more, got {rate_weight:g}")
         if recipe == "speech":
             from .speech import VARIANTS
             variant = variant or VARIANTS[0]

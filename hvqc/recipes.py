@@ -88,13 +88,13 @@ def train_photo(run_dir: Path, steps: int, batch: int = 8, crop: int = 128, seed
                 stage: str = "all", freeze: int | None = None, device: str = "cpu",
                 seconds: float = 0.0, rate_weight: float | None = None) -> Path:
     """The photo model, in the stages of :func:`_stage` (2 and 3 start from ``init``)."""
-    folders = [require(f) for f in PHOTO_FOLDERS]
-    sampler = CropSampler(folders, crop, seed + 1000 * _rank())
-    meta = {"data": ", ".join(PHOTO_FOLDERS), "images": len(sampler), "crop": crop,
-            "batch": batch, "command": command}
     settings = TrainSettings(steps=steps, seed=seed, init=init, device=device, seconds=seconds)
     config = photo_config()
     _stage(settings, stage, len(config.levels), freeze=freeze, rate_weight=rate_weight)
+    folders = [require(f) for f in PHOTO_FOLDERS]      # after the options are checked
+    sampler = CropSampler(folders, crop, seed + 1000 * _rank())
+    meta = {"data": ", ".join(PHOTO_FOLDERS), "images": len(sampler), "crop": crop,
+            "batch": batch, "command": command}
     return train(config, lambda step: sampler.sample(batch), msssim_mse, run_dir,
                  settings, meta, progress)
 
@@ -104,14 +104,14 @@ def train_mnist(run_dir: Path, steps: int, batch: int = 64, crop: int | None = N
                 freeze: int | None = None, device: str = "cpu", seconds: float = 0.0,
                 rate_weight: float | None = None) -> Path:
     """HQA's digits model on the 60,000 MNIST training digits at 32x32, MSE loss."""
-    data, _ = mnist("train")
-    sampler = TensorSampler(data, seed + 1000 * _rank())
-    meta = {"data": "mnist train (60,000 digits, resized to 32x32)", "images": len(sampler),
-            "batch": batch, "command": command, "stream": "joint", "sample_size": [32, 32]}
     settings = TrainSettings(steps=steps, seed=seed, init=init, ckpt_every=500, device=device,
                              seconds=seconds)
     config = mnist_config()
     _stage(settings, stage, len(config.levels), freeze=freeze, rate_weight=rate_weight)
+    data, _ = mnist("train")
+    sampler = TensorSampler(data, seed + 1000 * _rank())
+    meta = {"data": "mnist train (60,000 digits, resized to 32x32)", "images": len(sampler),
+            "batch": batch, "command": command, "stream": "joint", "sample_size": [32, 32]}
     return train(config, lambda step: sampler.sample(batch), mse, run_dir,
                  settings, meta, progress)
 
@@ -121,15 +121,16 @@ def train_faces(run_dir: Path, steps: int, batch: int = 32, crop: int | None = N
                 freeze: int | None = None, device: str = "cpu", seconds: float = 0.0,
                 rate_weight: float | None = None) -> Path:
     """CelebA faces (64x64 centre crops, flips), SSIM + MSE loss."""
+    settings = TrainSettings(steps=steps, seed=seed, init=init, ckpt_every=500, device=device,
+                             seconds=seconds)
+    config = faces_config()
+    _stage(settings, stage, len(config.levels), top=3, freeze=freeze,   # its 4x4 level was weak too
+           rate_weight=rate_weight)
     data = celeba("train")
     sampler = TensorSampler(data, seed + 1000 * _rank(), flip=True)
     meta = {"data": f"celeba 000001-004500 ({len(data)} faces, 64x64 centre crop); "
                     "004501-005000 held out", "images": len(sampler), "batch": batch, "command": command,
             "stream": "joint", "sample_size": [64, 64]}
-    settings = TrainSettings(steps=steps, seed=seed, init=init, ckpt_every=500, device=device,
-                             seconds=seconds)
-    config = faces_config()
-    _stage(settings, stage, len(config.levels), top=3, freeze=freeze)   # its 4x4 level was weak too
     return train(config, lambda step: sampler.sample(batch), ssim_mse, run_dir,
                  settings, meta, progress)
 

@@ -373,6 +373,11 @@ def test_train_refuses_bad_options_before_training(cli, tmp_path):
     assert_one_error_line(rc, err, "--rate-weight is for the decode stage (X-decode) only")
     rc, out, err = cli("train", "photo-decode", "--rate-weight", "-1", "--run", tmp_path / "r")
     assert_one_error_line(rc, err, "--rate-weight must be 0 or more, got -1")
+    for recipe in ("speech", "mnist-priors", "faces-priors"):      # every recipe checks it
+        rc, out, err = cli("train", recipe, "--rate-weight", "2", "--run", tmp_path / "r")
+        assert_one_error_line(rc, err, "--rate-weight is for the decode stage (X-decode) only")
+    rc, out, err = cli("train", "faces-decode", "--rate-weight", "-1", "--run", tmp_path / "r")
+    assert_one_error_line(rc, err, "--rate-weight must be 0 or more, got -1")   # faces passes it on
     assert not (tmp_path / "r").exists()
 
 

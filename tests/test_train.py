@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 HERE = Path(__file__).parent
@@ -279,3 +280,18 @@ def test_time_budget_is_refused_under_torchrun(tmp_path, monkeypatch):
         train(tiny_config(), lambda i: torch.rand(2, 3, 32, 32), torch.nn.functional.mse_loss,
               tmp_path / "run", TrainSettings(steps=2, seconds=1.0), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["photo-decode", "mnist-decode", "faces-decode"])
+def test_decode_recipes_pass_the_rate_weight_on(monkeypatch, tmp_path, name):
+    """``--rate-weight`` reaches the training settings of every image model's decode stage
+    (the data and the loop are stubbed: only the settings are looked at)."""
+    import hvqc.recipes as R
+    seen = {}
+    monkeypatch.setattr(R, "train", lambda config, sample, dist, run, settings, *a: seen.setdefault("s", settings))
+    monkeypatch.setattr(R, "require", lambda f: tmp_path)
+    monkeypatch.setattr(R, "CropSampler", lambda *a: [])
+    monkeypatch.setattr(R, "mnist", lambda split: (torch.zeros(1, 1, 32, 32), None))
+    monkeypatch.setattr(R, "celeba", lambda split: torch.zeros(1, 3, 64, 64))
+    R.train_recipe(name, tmp_path / "r", 1, rate_weight=3.5)
+    assert seen["s"].decode_side and seen["s"].rate_weight == 3.5
