@@ -94,7 +94,7 @@ def describe(data: bytes) -> dict:
     out = {"model": h.model, "weights_hash": h.weights_hash.hex(), "width": h.width,
             "height": h.height, "mode": h.mode, "num_levels": h.num_levels,
             "modality": ["image", "speech"][h.modality], "stream": "joint" if h.joint else "split",
-            "groups": h.groups,
+            "groups": h.groups, "colour_bytes": len(c.extras.get(bitstream.COLOUR_TAG, b"")),
             "levels": [{"level": l, "payload_bytes": n} for l, n in zip(h.levels, per_level)],
             "payload_bytes": payload, "extra_bytes": extra, "total_bytes": len(data),
             "header_bytes": len(data) - payload - extra, "bpp": 8 * len(data) / (h.width * h.height)}

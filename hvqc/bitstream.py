@@ -22,7 +22,10 @@ present, so levels can be dropped without a model (:func:`truncate`); a joint fi
 has all levels in one segment, which saves the coder's seal per level (7.5 bits on
 average, up to 32) where files are tiny (digits, thumbnails). The
 levels present are implied by ``num_levels`` and their count (the top ones,
-consecutive), so no level numbers are stored. Every read is checked and raises
+consecutive), so no level numbers are stored. Version 3 (same layout) added extras
+that describe the finest cut present (:data:`CUT_TAGS`: an image's colour correction,
+:mod:`hvqc.colour`), which :func:`truncate` drops with the levels; version 2 files
+still read. Every read is checked and raises
 :class:`FormatError` (never another exception) with a one-line message, in this
 order: magic, version, header completeness and varint length, image size (as
 soon as it is parsed), declared length, CRC32, other header fields, trailing bytes.
@@ -33,12 +36,15 @@ import zlib
 from dataclasses import dataclass, field, replace
 
 MAGIC = b"HVQC"
-VERSION = 2
+VERSION = 3
+READABLE = (2, 3)   # version 3 added the colour correction (COLOUR_TAG); the layout is version 2's
 MAX_SIDE = 1 << 16  # refuse width/height above this before any allocation
 MAX_PIXELS = 1 << 28
 MODES = ("L", "LA", "RGB", "RGBA", "I;16")
 MODALITIES = (0, 1)  # 0 = image, 1 = speech
 SPEECH_SAMPLES_TAG = 2  # extras tag of speech files: original sample count, u32 little-endian
+COLOUR_TAG = 3  # extras tag of image files: the colour correction of the finest cut (hvqc.colour)
+CUT_TAGS = frozenset({COLOUR_TAG})   # extras that describe the finest cut present: a cut drops them
 MAX_LEVELS = 15
 MAX_MODEL_LEN = 64
 HASH_LEN = 4
@@ -97,6 +103,29 @@ def _varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+def pack_varints(values) -> bytes:
+    """Unsigned LEB128 varints (at most 5 bytes each), back to back."""
+    return b"".join(_varint(v) for v in values)
+
+
+def read_varints(data: bytes, count: int) -> list[int]:
+    """Exactly ``count`` varints that fill ``data``; FormatError otherwise."""
+    r = _Reader(bytes(data), 0)
+    try:
+        values = [r.varint() for _ in range(count)]
+    except FormatError:
+        raise FormatError("corrupt file: bad varint") from None
+    if r.pos != len(data):
+        raise FormatError(f"corrupt file: {len(data) - r.pos} bytes after {count} varints")
+    return values
+
+
+def without_cut_tags(extras: dict[int, bytes]) -> dict[int, bytes]:
+    """``extras`` less those that describe one cut (:data:`CUT_TAGS`): what a file cut
+    coarser keeps."""
+    return {t: b for t, b in extras.items() if t not in CUT_TAGS}
 
 
 class _Reader:
@@ -194,8 +223,9 @@ def _parse(data: bytes) -> tuple[Header, list[tuple[int, int]], list[int], int, 
         raise FormatError("not an hvqc file (bad magic)")
     r = _Reader(data, len(MAGIC))
     version = r.u8()
-    if version != VERSION:
-        raise FormatError(f"unsupported format version {version} (supported: {VERSION})")
+    if version not in READABLE:
+        raise FormatError(f"unsupported format version {version} "
+                          f"(supported: {', '.join(map(str, READABLE))})")
     flags = r.u8()
     model_raw = r.take(r.u8())
     weights_hash = r.take(HASH_LEN)
@@ -277,7 +307,8 @@ def truncate(data: bytes, lowest_level: int) -> bytes:
     """Drop the levels below ``lowest_level`` and re-write header and CRC.
 
     Args:
-        data: A complete ``.hvqc`` file; its extras are kept.
+        data: A complete ``.hvqc`` file; its extras are kept, but for those that describe
+            its finest cut (:data:`CUT_TAGS`) where that cut goes.
         lowest_level: The finest level to keep; it and all levels above it stay (a
             partial finest level stays partial if it is the one kept).
 
@@ -296,4 +327,5 @@ def truncate(data: bytes, lowest_level: int) -> bytes:
     keep = levels.index(lowest_level) + 1
     header = replace(c.header, levels=levels[:keep],
                      groups=c.header.groups if keep == len(levels) else 0)
-    return write(Container(header, c.segments[:keep], c.extras))
+    cut = keep < len(levels) or header.groups != c.header.groups
+    return write(Container(header, c.segments[:keep], without_cut_tags(c.extras) if cut else c.extras))

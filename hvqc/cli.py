@@ -263,6 +263,8 @@ def info(file: Path = typer.Argument(..., help="An .hvqc file."),
         typer.echo(f"level {lv['level']}    {lv['payload_bytes']} bytes")
     if d["groups"]:
         typer.echo(f"refinement level {d['levels'][-1]['level']}: its first {d['groups']} coding groups")
+    if d["colour_bytes"]:
+        typer.echo(f"colour     {d['colour_bytes']} bytes (the finest cut's colour correction)")
     typer.echo(f"header     {d['header_bytes']} bytes")
     if d["modality"] == "speech":
         rate = f" ({d['bps']:.0f} bits/s)" if d.get("bps") is not None else ""

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import bitstream
+from . import bitstream, colour
 from .coding import (CompressResult, _cond, compress_codes, decode_levels, decompress_codes,  # noqa: F401
                      cut_files, default_descent, default_joint, file_cuts, level_shapes, model_for,
-                     num_groups, padded_size, pick_level, read_codes, recode, write_cut)
+                     num_groups, padded_size, pick_level, read_codes, reconstruct, recode, write_cut)
 from .image import MAX_IMAGE_PIXELS, MODES, from_tensor, pad_to, to_channels, to_tensor
 from .losses import image_distortion
 from .search import SearchSettings, search_codes
@@ -48,7 +48,8 @@ def check_search(lm: LoadedModel, level: int) -> None:
 def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
           search: SearchSettings | None = None, level: int = 1):
     """An image's codes (every level, bottom first; with ``search``, those of ``level``
-    searched), the file header (levels to be filled in) and extras."""
+    searched), the file header (levels to be filled in), the extras of every cut, and
+    ``cut_extras(level, groups)``, those of one cut (decoded to fit them)."""
     if lm.modality != "image":
         raise ValueError(f"model {lm.name!r} is a {lm.modality} model, not an image model")
     if img.mode not in MODES:
@@ -71,7 +72,14 @@ def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
     header = bitstream.Header(model=lm.name, weights_hash=lm.hash_prefix, width=img.width,
                               height=img.height, mode=img.mode, num_levels=n, levels=(),
                               joint=default_joint(lm) if joint is None else joint)
-    return codes, header, extras
+
+    def cut_extras(cut: int, groups: int) -> dict[int, bytes]:
+        """The extras of one cut: its colour correction, where it pays (:mod:`hvqc.colour`)."""
+        y = reconstruct(lm, codes, cut - 1, groups)[..., : img.height, : img.width]
+        blob = colour.fit(y, to_channels(x, lm.model.config.channels), img.width * img.height)
+        return {bitstream.COLOUR_TAG: blob} if blob else {}
+
+    return codes, header, extras, cut_extras
 
 
 @torch.no_grad()
@@ -91,15 +99,18 @@ def compress_image(lm: LoadedModel, img: Image.Image, level: int = 1,
     if groups and not 0 < groups < num_groups(lm, level - 1):
         raise ValueError(f"groups must be in 1..{num_groups(lm, level - 1) - 1} for level {level} "
                          f"of model {lm.name!r}, got {groups}")
-    return write_cut(lm, *_item(lm, img, joint, search, level), level, groups)
+    codes, header, extras, cut_extras = _item(lm, img, joint, search, level)
+    return write_cut(lm, codes, header, {**extras, **cut_extras(level, groups)}, level, groups)
 
 
 @torch.no_grad()
 def image_cuts(lm: LoadedModel, img: Image.Image, joint: bool | None = None,
                search: SearchSettings | None = None) -> list[tuple[bytes, int, int]]:
     """Every level and refinement of an image as a file, finest first (:func:`cut_files`),
-    from one encode (``search``: level 1's codes searched) and one pass through the priors."""
-    return cut_files(lm, *_item(lm, img, joint, search))
+    from one encode (``search``: level 1's codes searched) and one pass through the priors;
+    each cut is decoded once to fit its colour correction."""
+    codes, header, extras, cut_extras = _item(lm, img, joint, search)
+    return cut_files(lm, codes, header, extras, cut_extras=cut_extras)
 
 
 @torch.no_grad()
@@ -114,6 +125,11 @@ def decompress_image(data: bytes, lm: LoadedModel | None = None, level: int | No
                                     f"{MAX_IMAGE_PIXELS} pixels")
     lm = model_for(h, lm)
     x = decode_levels(lm, c, level)[..., : h.height, : h.width]
+    blob = c.extras.get(bitstream.COLOUR_TAG)
+    if blob is not None:
+        correction = colour.apply(x, blob)          # checked whether or not it is used
+        if level is None or level == h.levels[-1]:  # it describes the finest cut only
+            x = correction
     alpha = None
     if h.mode in ("LA", "RGBA"):
         raw = c.extras.get(ALPHA_TAG)

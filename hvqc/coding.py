@@ -27,6 +27,7 @@ encoder and decoder agree bit for bit across thread counts.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 
@@ -34,7 +35,7 @@ from . import bitstream, entropy
 from .zoo import LoadedModel, ModelError, load
 
 __all__ = ["CompressResult", "group_pmfs", "num_groups", "compress_codes", "compress_cuts", "decompress_codes",
-           "write_cut", "cut_files", "file_cuts", "cut_name", "decode_levels", "pick_level", "level_shapes", "default_joint", "default_descent",
+           "write_cut", "cut_files", "file_cuts", "cut_name", "decode_levels", "reconstruct", "pick_level", "level_shapes", "default_joint", "default_descent",
            "padded_size", "read_codes", "recode", "model_for"]
 
 
@@ -248,14 +249,26 @@ def decode_levels(lm: LoadedModel, c: bitstream.Container, level: int | None = N
             raise ValueError(f"level {level} not in file (holds {', '.join(map(str, h.levels))})")
         count = h.levels.index(level) + 1
     codes = read_codes(lm, c, count)
-    lowest = lm.model.num_levels - len(codes)      # 0-based level of the finest codes
-    groups = file_groups(lm, h, count)
+    n = lm.model.num_levels
+    return reconstruct(lm, [None] * (n - len(codes)) + codes[::-1], n - len(codes),
+                       file_groups(lm, h, count))
+
+
+@torch.no_grad()
+def reconstruct(lm: LoadedModel, codes: list[torch.Tensor | None], lowest: int,
+                groups: int = 0) -> torch.Tensor:
+    """The signal ``[1, C, *padded size]`` a file cut at level ``lowest`` (0-based; with
+    ``groups``, a refinement by its first coding groups) decodes to, from the codes of
+    the levels it holds (``codes[l]`` ``[1, *S_l]``, bottom first). The decoder and the
+    encoder (which fits the file's colour correction to it) both call this."""
+    low = codes[lowest]
     if groups:                                     # a refinement: the prior fills the rest
-        known = known_positions(lm, lowest, tuple(codes[-1].shape[1:]), groups)
-        return lm.model.decode_mean(lowest, codes[-1], known, codes[-2] if len(codes) > 1 else None)
+        known = known_positions(lm, lowest, tuple(low.shape[1:]), groups)
+        upper = codes[lowest + 1] if lowest + 1 < lm.model.num_levels else None
+        return lm.model.decode_mean(lowest, low * known, known, upper)
     if lowest and default_descent(lm) == "mean":
-        return lm.model.decode_mean(lowest, codes[-1])
-    down = lm.model64.descend(lowest, codes[-1])
+        return lm.model.decode_mean(lowest, low)
+    down = lm.model64.descend(lowest, low)
     return lm.model.predict(0, down[0])
 
 
@@ -277,7 +290,8 @@ def recode(data: bytes, level: int, lm: LoadedModel | None = None) -> bytes:
     codes = dict(zip(range(top, top - count, -1), read_codes(lm, c, count)))
     segs, _ = compress_codes(lm, [codes.get(l) for l in range(top + 1)], level - 1, True, groups)
     header = replace(h, levels=h.levels[:count], groups=groups)
-    return bitstream.write(bitstream.Container(header, tuple(segs), c.extras))
+    extras = c.extras if (count, groups) == (len(h.levels), h.groups) else bitstream.without_cut_tags(c.extras)
+    return bitstream.write(bitstream.Container(header, tuple(segs), extras))
 
 
 def write_cut(lm: LoadedModel, codes: list[torch.Tensor], header: bitstream.Header,
@@ -294,18 +308,21 @@ def write_cut(lm: LoadedModel, codes: list[torch.Tensor], header: bitstream.Head
 
 
 def cut_files(lm: LoadedModel, codes: list[torch.Tensor], header: bitstream.Header,
-              extras: dict[int, bytes], lowest: int = 1) -> list[tuple[bytes, int, int]]:
+              extras: dict[int, bytes], lowest: int = 1,
+              cut_extras: Callable[[int, int], dict[int, bytes]] | None = None) -> list[tuple[bytes, int, int]]:
     """Every file one item's codes can be cut to, down to level ``lowest`` (1-based),
     finest (largest) first: ``(bytes, level, groups)`` for each level and each
     refinement of it by its first ``groups`` coding groups (0 = the whole level). One
     pass through the priors (:func:`compress_cuts`); the same bytes as
-    :func:`write_cut` for each."""
+    :func:`write_cut` for each. ``extras`` go into every file; ``cut_extras(level,
+    groups)`` adds those of one cut (:data:`hvqc.bitstream.CUT_TAGS`)."""
     n = lm.model.num_levels
     cuts, _ = compress_cuts(lm, codes, lowest - 1, header.joint)
     out = []
     for (l, g), segs in cuts.items():
         h = replace(header, levels=tuple(range(n, l, -1)), groups=g)
-        out.append((bitstream.write(bitstream.Container(h, tuple(segs), extras)), l + 1, g))
+        own = {**extras, **cut_extras(l + 1, g)} if cut_extras else extras
+        out.append((bitstream.write(bitstream.Container(h, tuple(segs), own)), l + 1, g))
     return out[::-1]
 
 
@@ -318,7 +335,9 @@ def file_cuts(data: bytes, lm: LoadedModel | None = None) -> list[tuple[bytes, i
     lm = model_for(h, lm)
     n = lm.model.num_levels
     codes = dict(zip(range(n - 1, -1, -1), read_codes(lm, c, len(h.levels))))
-    return cut_files(lm, [codes.get(l) for l in range(n)], h, c.extras, h.levels[-1])
+    own = {t: b for t, b in c.extras.items() if t in bitstream.CUT_TAGS}   # the whole file's cut
+    return cut_files(lm, [codes.get(l) for l in range(n)], h, bitstream.without_cut_tags(c.extras),
+                     h.levels[-1], lambda level, groups: own if (level, groups) == (h.levels[-1], 0) else {})
 
 
 def cut_name(lm: LoadedModel, level: int, groups: int) -> str:

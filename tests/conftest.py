@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,19 @@ def tiny():
     lm = zoo.load("tiny")
     assert lm.name == "tiny" and lm.model.num_levels == 3
     return lm
+
+
+@pytest.fixture(scope="session")
+def plain():
+    """``plain(data)``: a file less the extras of its finest cut (its colour correction,
+    :mod:`hvqc.colour`), which is what cutting it coarser keeps and what decodes to the
+    model's decoding alone."""
+    from hvqc import bitstream
+
+    def strip(data: bytes) -> bytes:
+        c = bitstream.read(data)
+        return bitstream.write(replace(c, extras=bitstream.without_cut_tags(c.extras)))
+    return strip
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from hvqc.bitstream import (MAGIC, MAX_SIDE, VERSION, Container, FormatError, Header,
+from hvqc.bitstream import (COLOUR_TAG, MAGIC, MAX_SIDE, VERSION, Container, FormatError, Header,
+                            pack_varints, read_varints,
                             peek_header, read, truncate, write)
 
 HASH = bytes.fromhex("deadbeef")
@@ -76,8 +77,8 @@ def test_golden_bytes():
     h = Header("photo", HASH, 768, 512, "RGB", 3, (3, 2))
     c = Container(h, (b"top", b"mid-level"), {7: b"xy", 1: b"A"})
     assert write(c).hex() == (
-        "4856514302000570686f746fdeadbeef80068004023202010107020309417879746f706d69642d6c6576656c"
-        "6d730998")
+        "4856514303000570686f746fdeadbeef80068004023202010107020309417879746f706d69642d6c6576656c"
+        "2ae14d37")
 
 
 def test_header_is_compact():
@@ -139,13 +140,46 @@ def test_bad_magic():
             read(data)
 
 
-@pytest.mark.parametrize("version", [1, 3])
+@pytest.mark.parametrize("version", [1, 4])
 def test_other_versions(version):
     # 1: whole little-endian coder words (before the final word's zero bytes were dropped)
     data = write(CASES["tiny"])
     bumped = with_crc(data[:4] + bytes([version]) + data[5:-4])
-    with pytest.raises(FormatError, match=rf"^unsupported format version {version} \(supported: 2\)$"):
+    with pytest.raises(FormatError, match=rf"^unsupported format version {version} \(supported: 2, 3\)$"):
         read(bumped)
+
+
+def test_version_2_files_still_read():
+    # Version 3 kept version 2's layout and added a cut's extras (the colour correction).
+    c = CASES["extras"]
+    data = write(c)
+    assert data[4] == VERSION == 3
+    assert read(with_crc(data[:4] + bytes([2]) + data[5:-4])) == c
+
+
+def test_truncate_drops_the_extras_of_the_cut_it_removes():
+    h = Header("photo", HASH, 768, 512, "RGBA", 3, (3, 2, 1), groups=2)
+    c = Container(h, (b"top", b"mid", b"low"), {1: b"alpha", COLOUR_TAG: b"colour"})  # 1: an alpha plane
+    data = write(c)
+    assert read(truncate(data, 1)).extras == c.extras           # the same cut: kept
+    for lowest in (2, 3):
+        assert read(truncate(data, lowest)).extras == {1: b"alpha"}
+
+
+@pytest.mark.parametrize("values", [[], [0], [127, 128, 0], [2**35 - 1, 1, 300]])
+def test_varints_round_trip(values):
+    assert read_varints(pack_varints(values), len(values)) == values
+
+
+@pytest.mark.parametrize("blob, count, message", [
+    (b"\x01\x02", 1, "1 bytes after 1 varints"),
+    (b"\x80", 1, "bad varint"),
+    (b"\x01", 2, "bad varint"),
+    (b"\xff" * 5 + b"\x01", 1, "bad varint"),
+])
+def test_bad_varints(blob, count, message):
+    with pytest.raises(FormatError, match=f"^corrupt file: {message}$"):
+        read_varints(blob, count)
 
 
 @pytest.mark.parametrize("name", ["three_levels", "extras", "speech"])

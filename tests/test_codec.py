@@ -16,7 +16,7 @@ from hvqc.zoo import ModelError
 
 # sha256 of tests/data/photo96x64.png coded by the tiny model at level 1.
 # A change here means the bitstream changed: bump hvqc.bitstream.VERSION.
-GOLDEN_SHA256 = "f6aab3117edc9bbee4351e10eb44d62db2762d18b546d8d9ced55fe9b517abdf"
+GOLDEN_SHA256 = "9fde4816f26e738c0bea8bde12ee1b68dce1495ea86cc52f2617ca704ff1fd27"
 
 
 def pixels(img: Image.Image) -> np.ndarray:
@@ -51,15 +51,34 @@ def test_round_trip_each_level(tiny, files, level):
     assert out.size == (96, 64) and out.mode == "RGB"
 
 
-def test_level_stops_early_exactly(files):
+def test_level_stops_early_exactly(files, plain):
     full = files[1].data
     for level in (2, 3):
         a = api.decompress(full, level=level)
-        b = api.decompress(files[level].data)
+        b = api.decompress(plain(files[level].data))     # the level's file less its own correction
         assert np.array_equal(pixels(a), pixels(b))
+        assert np.array_equal(pixels(a), pixels(api.decompress(bitstream.truncate(full, level))))
     assert np.array_equal(pixels(api.decompress(full, level=1)), pixels(api.decompress(full)))
     # The levels really differ (otherwise the checks above prove nothing).
     assert not np.array_equal(pixels(api.decompress(full)), pixels(api.decompress(files[3].data)))
+
+
+@pytest.mark.parametrize("level", [1, 2, 3])
+def test_the_colour_correction_brings_the_decoding_closer(tiny, big_img, level, plain):
+    data = api.compress(big_img, tiny, level=level)
+    ref = np.asarray(big_img, dtype=np.float64)
+    err = [((np.asarray(api.decompress(d), dtype=np.float64) - ref) ** 2).mean() for d in (data, plain(data))]
+    assert err[0] < 0.9 * err[1], err
+    blob = bitstream.read(data).extras[bitstream.COLOUR_TAG]
+    assert len(blob) <= 1 + 12 * 3                   # precision, then 12 varints
+
+
+def test_a_corrupt_colour_correction_is_a_format_error(files):
+    c = bitstream.read(files[1].data)
+    bad = bitstream.write(replace(c, extras={**c.extras, bitstream.COLOUR_TAG: b"\x06\x80"}))
+    for level in (None, 2):                          # checked even where it is not applied
+        with pytest.raises(FormatError, match="^corrupt file: bad colour correction$"):
+            api.decompress(bad, level=level)
 
 
 def test_level_not_in_file(files):
@@ -68,10 +87,13 @@ def test_level_not_in_file(files):
 
 
 @pytest.mark.parametrize("level", [2, 3])
-def test_truncate_equals_coding_at_that_level(files, level):
+def test_truncate_equals_coding_at_that_level(files, level, plain):
     cut = bitstream.truncate(files[1].data, level)
-    assert cut == files[level].data                    # same bytes, not just same pixels
-    assert np.array_equal(pixels(api.decompress(cut)), pixels(api.decompress(files[level].data)))
+    # The same bytes, not just the same pixels, but for the colour correction, which
+    # describes one cut: the level's own file carries its own, a cut file none.
+    assert bitstream.COLOUR_TAG in bitstream.read(files[level].data).extras
+    assert cut == plain(files[level].data)
+    assert np.array_equal(pixels(api.decompress(cut)), pixels(api.decompress(plain(files[level].data))))
 
 
 def test_codes_survive_the_coder(tiny, big_img):
@@ -91,9 +113,9 @@ def test_codes_survive_the_coder(tiny, big_img):
 
 
 @pytest.mark.parametrize("descent", ["hqa", "mean"])
-def test_decoded_image_is_the_models_decoding(tiny, big_img, descent, monkeypatch):
+def test_decoded_image_is_the_models_decoding(tiny, big_img, descent, monkeypatch, plain):
     monkeypatch.setitem(tiny.info, "descent", descent)
-    data = api.compress(big_img, tiny, level=2)
+    data = plain(api.compress(big_img, tiny, level=2))
     x, _ = to_tensor(big_img)
     codes = tiny.model.encode(x)
     with torch.no_grad():
@@ -121,12 +143,15 @@ def test_api_checks_arguments(tiny, photo_img):
             api.compress(photo_img, tiny, level=bad)
 
 
-def test_bpp_picks_the_finest_cut_under_target(tiny, files, photo_img):
+def test_bpp_picks_the_finest_cut_under_target(tiny, files, photo_img, plain):
     px = 96 * 64
-    cuts = codec.file_cuts(files[1].data, tiny)            # finest first
+    cuts = codec.image_cuts(tiny, photo_img)               # finest first
     assert [(lv, g) for _, lv, g in cuts] == [(lv, g) for lv in (1, 2, 3) for g in (0, 3, 2, 1)]
     for data, lv, g in cuts:                               # one pass, the bytes of coding each cut
         assert data == codec.compress_image(tiny, photo_img, lv, groups=g).data
+    # Cut from a file: the same, less the corrections of the cuts it does not hold.
+    assert [d for d, _, _ in codec.file_cuts(files[1].data, tiny)] == [cuts[0][0]] + [
+        plain(d) for d, _, _ in cuts[1:]]
     rates = [8 * len(d) / px for d, _, _ in cuts]
     assert rates == sorted(rates, reverse=True) and len(set(rates)) == len(rates)
     for i, rate in enumerate(rates):
@@ -139,10 +164,10 @@ def test_bpp_picks_the_finest_cut_under_target(tiny, files, photo_img):
     assert res.note.startswith("no level reaches") and "(level 3, 1 of 4 groups," in res.note
 
 
-def test_a_refinement_decodes_through_the_prior_mean(tiny, photo_img):
+def test_a_refinement_decodes_through_the_prior_mean(tiny, photo_img, plain):
     x, _ = to_tensor(photo_img)
     codes = tiny.model.encode(x)
-    data = codec.compress_image(tiny, photo_img, 1, groups=2).data
+    data = plain(codec.compress_image(tiny, photo_img, 1, groups=2).data)
     known = tiny.model.levels[0].prior.masks(codes[0].shape[1:])[:2].any(0)
     with torch.no_grad():
         want = tiny.model.decode_mean(0, torch.where(known, codes[0], 0), known, codes[1]).clamp(0, 1)
@@ -153,8 +178,8 @@ def test_a_refinement_decodes_through_the_prior_mean(tiny, photo_img):
     assert np.array_equal(pixels(api.decompress(data)), want)
     # Its coarser levels decode as those levels' own files do.
     assert np.array_equal(pixels(api.decompress(data, level=2)),
-                          pixels(api.decompress(api.compress(photo_img, tiny, level=2))))
-    assert bitstream.truncate(data, 2) == api.compress(photo_img, tiny, level=2)
+                          pixels(api.decompress(plain(api.compress(photo_img, tiny, level=2)))))
+    assert bitstream.truncate(data, 2) == plain(api.compress(photo_img, tiny, level=2))
     for bad in (-1, 4):
         with pytest.raises(ValueError, match="groups must be in 1..3"):
             codec.compress_image(tiny, photo_img, 1, groups=bad)
@@ -213,6 +238,7 @@ def test_coder_ignores_memory_layout():
 def test_golden_file(tiny, photo_path):
     data = api.compress(photo_path, tiny, level=1)
     assert hashlib.sha256(data).hexdigest() == GOLDEN_SHA256
+    assert bitstream.COLOUR_TAG in bitstream.read(data).extras      # the golden file covers it
 
 
 # --- odd images ----------------------------------------------------------------

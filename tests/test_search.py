@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from hvqc import api, codec, losses
+from hvqc import api, codec, colour, losses
 from hvqc.coding import read_codes
-from hvqc.bitstream import read
+from hvqc.bitstream import COLOUR_TAG, read
 from hvqc.image import pad_to, to_tensor
 from hvqc.prior import ContextPrior
 from hvqc.quantize import GumbelQuantizer
@@ -90,7 +90,10 @@ def test_a_searched_file_carries_the_searched_codes(tiny, big_img, level, monkey
     with torch.no_grad():
         want = tiny.model.decode_mean(level - 1, found[level - 1]) if level > 1 else \
             tiny.model.predict(0, found[0])
-    want = (want.clamp(0, 1)[0, :, :big_img.height, :big_img.width].permute(1, 2, 0) * 255).round()
+    want = want[..., :big_img.height, :big_img.width]
+    assert COLOUR_TAG in c.extras                             # fitted to the searched codes' decoding
+    want = colour.apply(want, c.extras[COLOUR_TAG])
+    want = (want.clamp(0, 1)[0].permute(1, 2, 0) * 255).round()
     assert np.array_equal(np.asarray(api.decompress(res.data, model=tiny)), want.to(torch.uint8).numpy())
 
 
