@@ -9,6 +9,7 @@ How levels are coded, cut and kept bit-exact is described in :mod:`hvqc.coding`.
 from __future__ import annotations
 
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -49,7 +50,8 @@ def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
           search: SearchSettings | None = None, level: int = 1):
     """An image's codes (every level, bottom first; with ``search``, those of ``level``
     searched), the file header (levels to be filled in), the extras of every cut, and
-    ``cut_extras(level, groups)``, those of one cut (decoded to fit them)."""
+    ``with_colour(data, level, groups)``, which adds a cut's colour correction to its file
+    (decoding the cut to fit it)."""
     if lm.modality != "image":
         raise ValueError(f"model {lm.name!r} is a {lm.modality} model, not an image model")
     if img.mode not in MODES:
@@ -73,13 +75,16 @@ def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
                               height=img.height, mode=img.mode, num_levels=n, levels=(),
                               joint=default_joint(lm) if joint is None else joint)
 
-    def cut_extras(cut: int, groups: int) -> dict[int, bytes]:
-        """The extras of one cut: its colour correction, where it pays (:mod:`hvqc.colour`)."""
+    def with_colour(data: bytes, cut: int, groups: int) -> bytes:
+        """The file of one cut with its colour correction, where one pays (:mod:`hvqc.colour`)."""
         y = reconstruct(lm, codes, cut - 1, groups)[..., : img.height, : img.width]
-        blob = colour.fit(y, to_channels(x, lm.model.config.channels), img.width * img.height)
-        return {bitstream.COLOUR_TAG: blob} if blob else {}
+        blob = colour.fit(y, to_channels(x, lm.model.config.channels), 8 * len(data))
+        if blob is None:
+            return data
+        c = bitstream.read(data)
+        return bitstream.write(replace(c, extras={**c.extras, bitstream.COLOUR_TAG: blob}))
 
-    return codes, header, extras, cut_extras
+    return codes, header, extras, with_colour
 
 
 @torch.no_grad()
@@ -99,8 +104,9 @@ def compress_image(lm: LoadedModel, img: Image.Image, level: int = 1,
     if groups and not 0 < groups < num_groups(lm, level - 1):
         raise ValueError(f"groups must be in 1..{num_groups(lm, level - 1) - 1} for level {level} "
                          f"of model {lm.name!r}, got {groups}")
-    codes, header, extras, cut_extras = _item(lm, img, joint, search, level)
-    return write_cut(lm, codes, header, {**extras, **cut_extras(level, groups)}, level, groups)
+    codes, header, extras, with_colour = _item(lm, img, joint, search, level)
+    res = write_cut(lm, codes, header, extras, level, groups)
+    return replace(res, data=with_colour(res.data, level, groups))
 
 
 @torch.no_grad()
@@ -109,8 +115,9 @@ def image_cuts(lm: LoadedModel, img: Image.Image, joint: bool | None = None,
     """Every level and refinement of an image as a file, finest first (:func:`cut_files`),
     from one encode (``search``: level 1's codes searched) and one pass through the priors;
     each cut is decoded once to fit its colour correction."""
-    codes, header, extras, cut_extras = _item(lm, img, joint, search)
-    return cut_files(lm, codes, header, extras, cut_extras=cut_extras)
+    codes, header, extras, with_colour = _item(lm, img, joint, search)
+    return [(with_colour(data, level, groups), level, groups)
+            for data, level, groups in cut_files(lm, codes, header, extras)]
 
 
 @torch.no_grad()

@@ -27,7 +27,6 @@ encoder and decoder agree bit for bit across thread counts.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 
@@ -308,21 +307,18 @@ def write_cut(lm: LoadedModel, codes: list[torch.Tensor], header: bitstream.Head
 
 
 def cut_files(lm: LoadedModel, codes: list[torch.Tensor], header: bitstream.Header,
-              extras: dict[int, bytes], lowest: int = 1,
-              cut_extras: Callable[[int, int], dict[int, bytes]] | None = None) -> list[tuple[bytes, int, int]]:
+              extras: dict[int, bytes], lowest: int = 1) -> list[tuple[bytes, int, int]]:
     """Every file one item's codes can be cut to, down to level ``lowest`` (1-based),
     finest (largest) first: ``(bytes, level, groups)`` for each level and each
     refinement of it by its first ``groups`` coding groups (0 = the whole level). One
     pass through the priors (:func:`compress_cuts`); the same bytes as
-    :func:`write_cut` for each. ``extras`` go into every file; ``cut_extras(level,
-    groups)`` adds those of one cut (:data:`hvqc.bitstream.CUT_TAGS`)."""
+    :func:`write_cut` for each."""
     n = lm.model.num_levels
     cuts, _ = compress_cuts(lm, codes, lowest - 1, header.joint)
     out = []
     for (l, g), segs in cuts.items():
         h = replace(header, levels=tuple(range(n, l, -1)), groups=g)
-        own = {**extras, **cut_extras(l + 1, g)} if cut_extras else extras
-        out.append((bitstream.write(bitstream.Container(h, tuple(segs), own)), l + 1, g))
+        out.append((bitstream.write(bitstream.Container(h, tuple(segs), extras)), l + 1, g))
     return out[::-1]
 
 
@@ -335,9 +331,9 @@ def file_cuts(data: bytes, lm: LoadedModel | None = None) -> list[tuple[bytes, i
     lm = model_for(h, lm)
     n = lm.model.num_levels
     codes = dict(zip(range(n - 1, -1, -1), read_codes(lm, c, len(h.levels))))
-    own = {t: b for t, b in c.extras.items() if t in bitstream.CUT_TAGS}   # the whole file's cut
-    return cut_files(lm, [codes.get(l) for l in range(n)], h, bitstream.without_cut_tags(c.extras),
-                     h.levels[-1], lambda level, groups: own if (level, groups) == (h.levels[-1], 0) else {})
+    cuts = cut_files(lm, [codes.get(l) for l in range(n)], h, bitstream.without_cut_tags(c.extras),
+                     h.levels[-1])
+    return [(data, *cuts[0][1:])] + cuts[1:]       # the whole file keeps its own cut's extras
 
 
 def cut_name(lm: LoadedModel, level: int, groups: int) -> str:

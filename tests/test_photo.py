@@ -76,19 +76,16 @@ def test_payload_matches_the_prior_and_quality_is_sane(photo):
 
 @pytest.mark.parametrize("level", [1, 2])
 def test_search_raises_quality_at_about_the_same_rate(photo, level):
-    """On a crop of the parrots, 10 steps of search lower the search's own objective
-    (the training distortion plus 1 x bpp) of the decoded files: with the colour
-    correction (format 3) by 0.0022 at level 1, where it now gives 2.7 % fewer bytes at
-    the same quality (-0.02 dB, -0.0004 MS-SSIM: the correction takes what the search
-    found in colour), and by 0.012 at level 2, +0.42 dB / +0.0038 for 2.3 % more bytes.
-    Without the correction: +0.05 dB / +0.0026 for -2.7 % at level 1 and +0.41 dB /
-    +0.0023 for +1.5 % at level 2 (the model after the decode stage; after the decoder
+    """On a crop of the parrots, 10 steps of search give +0.45 dB / +0.0047 MS-SSIM for
+    2.8 % more bytes at level 1, and +0.39 dB / +0.0034 for 0.9 % more at level 2, each
+    file with its colour correction (format 3). Without it, +0.05 dB / +0.0026 for 2.7 %
+    fewer bytes and +0.41 dB / +0.0023 for 1.5 % more (the model after the decode stage,
+    whose better priors and decoders leave the search less to gain; after the decoder
     stage, +0.15 dB / +0.0046 for -1.5 % and +0.68 dB / +0.011 for +1.8 %; before it,
     +0.43 dB / +0.011 for +1.0 % and +0.56 dB / +0.006 for +3.7 %; the CPU-only model
     gave +0.50 dB / +0.014 and +0.75 dB / +0.025)."""
     from hvqc.analysis.metrics import as_float_rgb, ms_ssim, psnr
     from hvqc.codec import compress_image, decompress_image
-    from hvqc.losses import image_distortion
     from hvqc.search import SearchSettings
     img = Image.open(KODIM).convert("RGB").crop((128, 64, 384, 256))
     ref = as_float_rgb(img)
@@ -96,9 +93,6 @@ def test_search_raises_quality_at_about_the_same_rate(photo, level):
     for search in (None, SearchSettings(steps=10)):
         res = compress_image(photo, img, level, search=search)
         rec = as_float_rgb(decompress_image(res.data, photo))
-        score = float(image_distortion(rec.float(), ref.float())) + 8 * len(res.data) / (256 * 192)
-        out.append((len(res.data), psnr(rec, ref), ms_ssim(rec, ref), score))
-    (n0, p0, m0, j0), (n1, p1, m1, j1) = out
-    assert n1 <= 1.06 * n0 and j1 < j0 - 0.001, out
-    if level == 2:
-        assert p1 > p0 + 0.03 and m1 > m0 + 0.0015, out
+        out.append((len(res.data), psnr(rec, ref), ms_ssim(rec, ref)))
+    (n0, p0, m0), (n1, p1, m1) = out
+    assert n1 <= 1.06 * n0 and p1 > p0 + 0.03 and m1 > m0 + 0.0015, out
