@@ -7,7 +7,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from . import bitstream
-from .codec import compress_image, decompress_image, image_cuts, pick_level, recode
+from .codec import compress_image, compress_image_to, decompress_image, recode
 from .image import MAX_IMAGE_PIXELS, check_size, load_image, normalise_mode
 from .search import SearchSettings
 from .zoo import DEFAULT_MODEL, LoadedModel, load
@@ -43,7 +43,7 @@ def compress_file(image, lm: LoadedModel, level: int | None = None,
                   bpp: float | None = None, joint: bool | None = None,
                   search: int | SearchSettings = 0) -> FileResult:
     """Code an image at ``level`` (default 1), or at the finest level or refinement
-    between levels (:func:`hvqc.coding.file_cuts`) whose whole file fits ``bpp``;
+    between levels (:func:`hvqc.codec.compress_image_to`) whose whole file fits ``bpp``;
     ``search`` steps (or settings) of the encoder's search (:mod:`hvqc.search`) for the
     codes of that level (with ``bpp``: of level 1, before the cut is chosen)."""
     search = _search(search)
@@ -53,7 +53,7 @@ def compress_file(image, lm: LoadedModel, level: int | None = None,
         lv = level if level is not None else 1
         data = compress_image(lm, img, lv, joint, search=search).data
         return FileResult(data, lv, 8 * len(data) / pixels)
-    data, lv, groups, note = pick_level(image_cuts(lm, img, joint, search), pixels, bpp, "bpp", lm)
+    data, lv, groups, note = compress_image_to(lm, img, bpp, joint, search)
     return FileResult(data, lv, 8 * len(data) / pixels, note, groups)
 
 

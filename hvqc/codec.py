@@ -24,7 +24,7 @@ from .losses import image_distortion
 from .search import SearchSettings, search_codes
 from .zoo import LoadedModel
 
-__all__ = ["CompressResult", "compress_codes", "decompress_codes", "compress_image", "image_cuts",
+__all__ = ["CompressResult", "compress_codes", "decompress_codes", "compress_image", "compress_image_to",
            "check_search", "searchable_levels", "SEARCH_MAX_PIXELS",
            "decompress_image", "recode", "level_shapes", "default_joint", "ALPHA_TAG"]
 
@@ -110,14 +110,18 @@ def compress_image(lm: LoadedModel, img: Image.Image, level: int = 1,
 
 
 @torch.no_grad()
-def image_cuts(lm: LoadedModel, img: Image.Image, joint: bool | None = None,
-               search: SearchSettings | None = None) -> list[tuple[bytes, int, int]]:
-    """Every level and refinement of an image as a file, finest first (:func:`cut_files`),
-    from one encode (``search``: level 1's codes searched) and one pass through the priors;
-    each cut is decoded once to fit its colour correction."""
+def compress_image_to(lm: LoadedModel, img: Image.Image, bpp: float, joint: bool | None = None,
+                      search: SearchSettings | None = None) -> tuple[bytes, int, int, str]:
+    """The finest level or refinement of an image whose whole file fits ``bpp``, from one
+    encode (``search``: level 1's codes searched) and one pass through the priors
+    (:func:`cut_files`), with the chosen cut's colour correction where the file still
+    fits with it (one decode). Returns ``(bytes, level, groups, note)`` as
+    :func:`pick_level` does (the coarsest, with a note, when nothing fits)."""
     codes, header, extras, with_colour = _item(lm, img, joint, search)
-    return [(with_colour(data, level, groups), level, groups)
-            for data, level, groups in cut_files(lm, codes, header, extras)]
+    size = img.width * img.height
+    data, level, groups, note = pick_level(cut_files(lm, codes, header, extras), size, bpp, "bpp", lm)
+    coloured = with_colour(data, level, groups)
+    return (coloured if 8 * len(coloured) / size <= bpp else data), level, groups, note
 
 
 @torch.no_grad()

@@ -102,15 +102,14 @@ def test_level_3_is_smaller(work):
     assert bitstream.read((work / "l3.hvqc").read_bytes()).header.levels == (3,)
 
 
-def test_bpp_target(work, cli, tmp_path, tiny):
-    from hvqc.codec import image_cuts
-    from hvqc.image import load_image
+def test_bpp_target(work, cli, tmp_path, plain, tiny):
+    from hvqc.codec import file_cuts
     px = 96 * 64
     full = (work / "photo.hvqc").read_bytes()
-    cuts = {(lv, g): d for d, lv, g in image_cuts(tiny, load_image(work / "photo.png"))}
-    l2 = cuts[(2, 0)]                           # level 2 with its own colour correction
+    l2 = api.compress(work / "photo.png", tiny, level=2)         # with its own colour correction
     target = 8 * len(l2) / px + 1e-3            # above level 2, below its first refinement
-    assert 8 * len(full) / px > 8 * len(cuts[(1, 1)]) / px > target
+    finer = {(lv, g): d for d, lv, g in file_cuts(plain(full), tiny)}[(1, 1)]
+    assert 8 * len(full) / px > 8 * len(finer) / px > target
     rc, out, err = cli("encode", work / "photo.png", "-m", "tiny", "--bpp", target,
                        "-o", tmp_path / "a.hvqc")
     assert (rc, err) == (0, ""), err

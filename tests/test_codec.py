@@ -145,20 +145,25 @@ def test_api_checks_arguments(tiny, photo_img):
 
 def test_bpp_picks_the_finest_cut_under_target(tiny, files, photo_img, plain):
     px = 96 * 64
-    cuts = codec.image_cuts(tiny, photo_img)               # finest first
+    cuts = codec.file_cuts(plain(files[1].data), tiny)      # finest first, no corrections
     assert [(lv, g) for _, lv, g in cuts] == [(lv, g) for lv in (1, 2, 3) for g in (0, 3, 2, 1)]
-    for data, lv, g in cuts:                               # one pass, the bytes of coding each cut
-        assert data == codec.compress_image(tiny, photo_img, lv, groups=g).data
-    # Cut from a file: the same, less the corrections of the cuts it does not hold.
-    assert [d for d, _, _ in codec.file_cuts(files[1].data, tiny)] == [cuts[0][0]] + [
-        plain(d) for d, _, _ in cuts[1:]]
+    own = []                                                # each cut coded alone: with its correction
+    for data, lv, g in cuts:                                # one pass, the bytes of coding each cut
+        own.append(codec.compress_image(tiny, photo_img, lv, groups=g).data)
+        assert data == plain(own[-1])
+    # Cut from a file: the same, but the whole file keeps its own correction.
+    assert [d for d, _, _ in codec.file_cuts(files[1].data, tiny)] == [files[1].data] + [d for d, _, _ in cuts[1:]]
     rates = [8 * len(d) / px for d, _, _ in cuts]
     assert rates == sorted(rates, reverse=True) and len(set(rates)) == len(rates)
     for i, rate in enumerate(rates):
         for target in (rate, (rate + rates[i - 1]) / 2 if i else rate + 1):
             res = api.compress_file(photo_img, tiny, bpp=target)
-            assert (res.data, res.level, res.groups, res.note) == (*cuts[i], ""), target
-            assert res.bpp == pytest.approx(rate) and res.bpp <= target
+            # The finest cut that fits without a correction; with it where it still fits.
+            fits = 8 * len(own[i]) / px <= target
+            assert (res.data, res.level, res.groups, res.note) == \
+                (own[i] if fits else cuts[i][0], *cuts[i][1:], ""), target
+            assert res.bpp <= target
+    assert api.compress_file(photo_img, tiny, bpp=rates[0] + 1).data == files[1].data
     res = api.compress_file(photo_img, tiny, bpp=rates[-1] / 2)
     assert (res.data, res.level, res.groups) == cuts[-1]
     assert res.note.startswith("no level reaches") and "(level 3, 1 of 4 groups," in res.note
