@@ -25,7 +25,7 @@ from .search import SearchSettings, search_codes
 from .zoo import LoadedModel
 
 __all__ = ["CompressResult", "compress_codes", "decompress_codes", "compress_image", "compress_image_to",
-           "check_search", "searchable_levels", "SEARCH_MAX_PIXELS",
+           "check_search", "searchable_levels", "colour_log_slope", "SEARCH_MAX_PIXELS",
            "decompress_image", "recode", "level_shapes", "default_joint", "ALPHA_TAG"]
 
 ALPHA_TAG = 1   # extras tag: zlib-deflated 8-bit alpha plane, row-major
@@ -37,6 +37,14 @@ def searchable_levels(lm: LoadedModel) -> list[int]:
     level 1, and the levels above when the model decodes them through its priors' means
     (``"descent": "mean"``), the path the search scores them on."""
     return list(range(1, lm.model.num_levels + 1)) if default_descent(lm) == "mean" else [1]
+
+
+def colour_log_slope(lm: LoadedModel) -> float | None:
+    """The log-slope of a model's rate-distortion curve that its files weigh a colour
+    correction against (its manifest's ``"colour_log_slope"``, :func:`hvqc.colour.fit`);
+    None: its files carry none."""
+    slope = lm.info.get("colour_log_slope")
+    return None if slope is None else float(slope)
 
 
 def check_search(lm: LoadedModel, level: int) -> None:
@@ -77,8 +85,11 @@ def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
 
     def with_colour(data: bytes, cut: int, groups: int) -> bytes:
         """The file of one cut with its colour correction, where one pays (:mod:`hvqc.colour`)."""
+        slope = colour_log_slope(lm)
+        if slope is None:
+            return data
         y = reconstruct(lm, codes, cut - 1, groups)[..., : img.height, : img.width]
-        blob = colour.fit(y, to_channels(x, lm.model.config.channels), 8 * len(data))
+        blob = colour.fit(y, to_channels(x, lm.model.config.channels), 8 * len(data), slope)
         if blob is None:
             return data
         c = bitstream.read(data)

@@ -25,11 +25,14 @@ spatial filter gained only +0.04 dB over the global affine map.
 The encoder picks the family, the grid and the precision of each file's map, or no map,
 by the codec's own trade: the map's drop in distortion (``10 x`` its drop in mean squared
 error, the MSE term of :func:`hvqc.losses.msssim_mse`) against its share of the file,
-weighted by :data:`LOG_SLOPE`. The weight is the log-slope of the codec's rate-distortion
-curve, ``dD / d ln R``: a map that adds 1 % to a file must lower the distortion by at
-least ``0.01 x LOG_SLOPE``, what 1 % more rate buys in the codes. That makes the test
-independent of the image's size and of the level: at a coarse level, where every byte
-of codes buys much, a map must be worth far more per byte than at a fine one.
+weighted by the log-slope of the model's own rate-distortion curve, ``s = dD / d ln R``:
+a map that adds 1 % to a file must lower the distortion by at least ``0.01 s``, what 1 %
+more rate buys in the codes. That makes the test independent of the image's size and of
+the level: at a coarse level, where every byte of codes buys much, a map must be worth
+far more per byte than at a fine one. The slope is a model's (its manifest's
+``"colour_log_slope"``; a model without one sends no maps): for ``photo``, 0.1, from its
+curve on 16 BSDS500 photos (0.09 between levels 1 and 2, 0.15 between 2 and 3, with
+``D = 1 - MS-SSIM + 10 MSE`` and ``R`` the whole file).
 
 A map describes one cut (a level, or a refinement of it) of one file: the decoder applies
 it only when it decodes the finest cut the file holds, and cutting a file drops it
@@ -47,11 +50,8 @@ import torch
 
 from .bitstream import FormatError, pack_varints, read_varints
 
-__all__ = ["fit", "apply", "parse", "features", "LOG_SLOPE", "KINDS", "MAX_GRID", "MAX_PRECISION"]
+__all__ = ["fit", "apply", "parse", "features", "num_features", "KINDS", "MAX_GRID", "MAX_PRECISION"]
 
-# dD / d ln R of the photo model's own curve on 16 BSDS500 photos: 0.09 between levels 1
-# and 2, 0.15 between 2 and 3 (D = 1 - MS-SSIM + 10 MSE, R the whole file)
-LOG_SLOPE = 0.1
 KINDS = ("affine", "quadratic")
 MAX_GRID = 8          # nodes per side a file may hold
 MAX_PRECISION = 16
@@ -155,15 +155,16 @@ def _encode(p: int, kind: int, g: int, ints: list[int]) -> bytes:
     return bytes([p, kind << 4 | g]) + pack_varints([_zigzag(v) for v in ints])
 
 
-def fit(decoded: torch.Tensor, target: torch.Tensor, file_bits: float) -> bytes | None:
+def fit(decoded: torch.Tensor, target: torch.Tensor, file_bits: float, log_slope: float) -> bytes | None:
     """The colour map to send with a cut, or None where none pays for its bytes: of
     every family, grid and precision, the one that minimises ``10 x MSE`` plus
-    :data:`LOG_SLOPE` times its share of the file (its bits over ``file_bits``).
+    ``log_slope`` times its share of the file (its bits over ``file_bits``).
 
     Args:
         decoded: ``[1, C, H, W]`` what the decoder makes of the cut, cropped to the image.
         target: ``[1, C, H, W]`` the original in the model's channels, in [0, 1].
         file_bits: the size of the cut's file without the map.
+        log_slope: ``dD / d ln R`` of the model's rate-distortion curve.
     """
     y = decoded[0].double().clamp(0, 1)
     x = target[0].double()
@@ -186,7 +187,7 @@ def fit(decoded: torch.Tensor, target: torch.Tensor, file_bits: float) -> bytes 
                 sse = float((w * (dtd @ w)).sum() - 2 * (w * dtx).sum()) + xx
                 data = _encode(p, kind, g, [int(v) for v in q.flatten()])
                 extra = 8 * (len(data) + 1 + len(pack_varints([len(data)])))   # tag and length too
-                cost = 10 * sse / n + LOG_SLOPE * extra / file_bits
+                cost = 10 * sse / n + log_slope * extra / file_bits
                 if cost < best:
                     best, blob = cost, data
     return blob

@@ -44,8 +44,8 @@ def tiny_speech_config() -> HierarchyConfig:
         for _ in range(3)])
 
 
-MODELS = {"tiny": (tiny_config, {}),
-          "tiny-gray": (tiny_gray_config, {"stream": "joint", "sample_size": [8, 8]}),
+MODELS = {"tiny": (tiny_config, {"colour_log_slope": 0.1}),
+          "tiny-gray": (tiny_gray_config, {"stream": "joint", "sample_size": [8, 8], "colour_log_slope": 0.1}),
           "tiny-speech": (tiny_speech_config, {"modality": "speech"})}
 
 

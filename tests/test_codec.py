@@ -73,6 +73,14 @@ def test_the_colour_correction_brings_the_decoding_closer(tiny, big_img, level, 
     assert kind in (0, 1) and g in colour.GRIDS
 
 
+def test_a_model_without_a_log_slope_sends_no_colour_correction(tiny, photo_img, monkeypatch, plain):
+    with_map = api.compress(photo_img, tiny, level=2)
+    monkeypatch.delitem(tiny.info, "colour_log_slope")
+    assert codec.colour_log_slope(tiny) is None
+    assert api.compress(photo_img, tiny, level=2) == plain(with_map)
+    assert api.compress_file(photo_img, tiny, bpp=1.0).data == plain(api.compress(photo_img, tiny, level=1))
+
+
 def test_a_corrupt_colour_correction_is_a_format_error(files):
     c = bitstream.read(files[1].data)
     bad = bitstream.write(replace(c, extras={**c.extras, bitstream.COLOUR_TAG: b"\x06\x80"}))

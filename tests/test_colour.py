@@ -15,6 +15,9 @@ def smooth(shape, seed=0) -> torch.Tensor:
     return torch.nn.functional.interpolate(x, size=shape[:2], mode="bilinear").clamp(0, 1) * 0.8 + 0.1
 
 
+SLOPE = 0.1      # the photo model's log-slope (its manifest's "colour_log_slope")
+
+
 def mse(a, b) -> float:
     return float(((a - b) ** 2).mean())
 
@@ -35,7 +38,7 @@ def bits_of(y) -> float:
 def test_fit_recovers_an_affine_map():
     y = smooth((256, 256, 3)).double()
     x = affine(y, M, B)
-    blob = colour.fit(y, x, bits_of(y))
+    blob = colour.fit(y, x, bits_of(y), SLOPE)
     kind, g, w = colour.parse(blob, 3)
     assert (colour.KINDS[kind], g) == ("affine", 1)             # the cheapest map that fits
     assert torch.allclose(w[:3].T, M, atol=2 ** -blob[0]) and torch.allclose(w[3], B, atol=2 ** -blob[0])
@@ -45,7 +48,7 @@ def test_fit_recovers_an_affine_map():
 def test_a_tone_curve_takes_the_quadratic_map():
     y = smooth((256, 256, 3), seed=6).double()
     x = 0.1 + 0.9 * y ** 2
-    blob = colour.fit(y, x, bits_of(y))
+    blob = colour.fit(y, x, bits_of(y), SLOPE)
     kind, g, _ = colour.parse(blob, 3)
     assert colour.KINDS[kind] == "quadratic"
     assert mse(colour.apply(y, blob), x) < 1e-3 * mse(y, x)
@@ -56,7 +59,7 @@ def test_a_local_cast_takes_a_grid():
     ramp = torch.linspace(0, 1, 320, dtype=torch.float64)        # darker to the left, redder to the right
     x = y * (0.7 + 0.3 * ramp)
     x[:, 0] += 0.1 * ramp
-    blob = colour.fit(y, x, bits_of(y))
+    blob = colour.fit(y, x, bits_of(y), SLOPE)
     kind, g, _ = colour.parse(blob, 3)
     assert g >= 2
     assert mse(colour.apply(y, blob), x) < 0.05 * mse(y, x)
@@ -66,33 +69,35 @@ def test_fit_corrects_a_noisy_decode():
     y = smooth((128, 192, 3), seed=1).double()
     x = (affine(y, M, B) + 0.05 * torch.randn(y.shape, generator=torch.Generator().manual_seed(2),
                                               dtype=torch.float64)).clamp(0, 1)
-    blob = colour.fit(y, x, bits_of(y))
+    blob = colour.fit(y, x, bits_of(y), SLOPE)
     assert mse(colour.apply(y, blob).clamp(0, 1), x) < 0.5 * mse(y, x)
 
 
 def test_large_images_are_fitted_on_a_sample_of_their_pixels():
     y = smooth((640, 960, 3), seed=8).double()                   # 614,400 pixels: every 3rd
     x = affine(y, M, B)
-    blob = colour.fit(y, x, bits_of(y))
+    blob = colour.fit(y, x, bits_of(y), SLOPE)
     assert mse(colour.apply(y, blob), x) < 1e-3 * mse(y, x)
 
 
 def test_nothing_to_correct_sends_nothing():
     y = smooth((64, 64, 3), seed=3)
-    assert colour.fit(y, y.clone(), bits_of(y)) is None
+    assert colour.fit(y, y.clone(), bits_of(y), SLOPE) is None
 
 
 def test_a_correction_that_does_not_pay_for_its_bytes_is_left_out():
     y = smooth((28, 28, 1), seed=4)
-    assert colour.fit(y, y * 1.01 + 0.002, 28 * 28 * 0.5) is None     # 0.1 dB for 3 % of the file
-    assert colour.fit(y, y * 0.9 + 0.15, 28 * 28 * 0.5) is not None   # a large fix: worth its bytes
+    assert colour.fit(y, y * 1.01 + 0.002, 28 * 28 * 0.5, SLOPE) is None     # 0.1 dB for a tenth of the file
+    assert colour.fit(y, y * 0.9 + 0.15, 28 * 28 * 0.5, SLOPE) is not None   # a large fix: worth its bytes
     # The same fix pays in a large file, where its bytes are a smaller share.
-    assert colour.fit(y, y * 1.01 + 0.002, 28 * 28 * 100) is not None
+    assert colour.fit(y, y * 1.01 + 0.002, 28 * 28 * 100, SLOPE) is not None
+    # ... and in a model whose curve is flatter (each byte of codes buys less).
+    assert colour.fit(y, y * 1.01 + 0.002, 28 * 28 * 0.5, SLOPE / 100) is not None
 
 
 def test_gray_models_send_a_gain_and_an_offset():
     y = smooth((96, 96, 1), seed=5).double()
-    blob = colour.fit(y, y * 1.25 - 0.05, bits_of(y))
+    blob = colour.fit(y, y * 1.25 - 0.05, bits_of(y), SLOPE)
     kind, g, w = colour.parse(blob, 1)
     assert (kind, g, tuple(w.shape)) == (0, 1, (2, 1))
     assert abs(float(w[0]) - 1.25) < 2 ** -blob[0] and abs(float(w[1]) + 0.05) < 2 ** -blob[0]
@@ -101,7 +106,7 @@ def test_gray_models_send_a_gain_and_an_offset():
 def test_flat_images_do_not_break_the_fit():
     y = torch.full((1, 3, 32, 32), 0.5)
     x = torch.full((1, 3, 32, 32), 0.7)
-    blob = colour.fit(y, x, bits_of(y))                # a singular system: the least-norm map
+    blob = colour.fit(y, x, bits_of(y), SLOPE)                # a singular system: the least-norm map
     assert mse(colour.apply(y, blob), x) < 0.01 * mse(y, x)
 
 
