@@ -53,7 +53,7 @@ def publish(run: Path, name: str, description: str = "", force: bool = False) ->
     seconds = _wall_seconds(Path(run) / "log.txt")
     if seconds is not None:
         entry["training"]["wall_seconds"] = seconds
-    for key in ("stream", "sample_size", "descent"):   # coding defaults the recipe or a study chose
+    for key in ("stream", "sample_size", "descent", "colour_log_slope"):   # coding defaults chosen before
         if key in meta or key in old:
             entry[key] = meta.get(key, old.get(key))
     for lv_old, lv in zip(old.get("levels", []), entry["levels"]):

@@ -295,3 +295,24 @@ def test_decode_recipes_pass_the_rate_weight_on(monkeypatch, tmp_path, name):
     monkeypatch.setattr(R, "celeba", lambda split: torch.zeros(1, 3, 64, 64))
     R.train_recipe(name, tmp_path / "r", 1, rate_weight=3.5)
     assert seen["s"].decode_side and seen["s"].rate_weight == 3.5
+
+
+def test_export_keeps_the_coding_defaults_of_the_model_it_replaces(tmp_path, monkeypatch):
+    """``hvqc export`` writes a new entry for the model, but keeps the choices made for
+    its files before (``descent``, ``colour_log_slope``, ...), which no run records."""
+    import json
+    sys.path.insert(0, str(HERE))
+    from make_tiny import tiny_config
+    from hvqc.publish import publish
+    from hvqc.train import TrainSettings, train
+    train(tiny_config(), lambda i: torch.rand(2, 3, 32, 32), torch.nn.functional.mse_loss,
+          tmp_path / "run", TrainSettings(steps=1, lr=0.0), progress=False)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    old = {"file": "x.safetensors", "sha256": "0" * 64, "levels": [],
+           "descent": "mean", "colour_log_slope": 0.25}
+    (weights / "manifest.json").write_text(json.dumps({"models": {"x": old}}))
+    monkeypatch.setenv("HVQC_WEIGHTS", str(weights))
+    entry = publish(tmp_path / "run", "x", force=True)
+    assert (entry["descent"], entry["colour_log_slope"]) == ("mean", 0.25)
+    assert json.loads((weights / "manifest.json").read_text())["models"]["x"] == entry
