@@ -110,5 +110,6 @@ def describe(data: bytes) -> dict:
 
 def truncate(data: bytes, level: int) -> bytes:
     """Drop the levels finer than ``level``: split files without a model, joint files
-    by re-coding with the model they name (the same bytes as encoding at ``level``)."""
+    by re-coding with the model they name (the same bytes as encoding at ``level``, but
+    for that encode's colour correction, which describes one cut: a cut file has none)."""
     return recode(bytes(data), level)

@@ -274,7 +274,9 @@ def reconstruct(lm: LoadedModel, codes: list[torch.Tensor | None], lowest: int,
 def recode(data: bytes, level: int, lm: LoadedModel | None = None) -> bytes:
     """Cut any file (split or joint) down to ``level`` as its own layout: split files
     are cut without the model (:func:`hvqc.bitstream.truncate`); joint files are
-    decoded to codes and re-coded, giving the same bytes as encoding at ``level``."""
+    decoded to codes and re-coded, giving the same bytes as encoding at ``level``. Both
+    drop the extras that describe the file's finest cut (:data:`hvqc.bitstream.CUT_TAGS`)
+    when they cut it."""
     c = bitstream.read(data)
     h = c.header
     if not h.joint:
