@@ -123,9 +123,15 @@ def read_varints(data: bytes, count: int) -> list[int]:
 
 
 def without_cut_tags(extras: dict[int, bytes]) -> dict[int, bytes]:
-    """``extras`` less those that describe one cut (:data:`CUT_TAGS`): what a file cut
-    coarser keeps."""
+    """``extras`` less those that describe one cut (:data:`CUT_TAGS`)."""
     return {t: b for t, b in extras.items() if t not in CUT_TAGS}
+
+
+def cut_extras(extras: dict[int, bytes], source: Header, cut: Header) -> dict[int, bytes]:
+    """The extras a cut (``cut``'s levels and groups) of a file (header ``source``) keeps:
+    all of them for the file's own cut, else all but those that describe it (:data:`CUT_TAGS`)."""
+    same = (tuple(cut.levels), cut.groups) == (tuple(source.levels), source.groups)
+    return extras if same else without_cut_tags(extras)
 
 
 class _Reader:
@@ -327,5 +333,4 @@ def truncate(data: bytes, lowest_level: int) -> bytes:
     keep = levels.index(lowest_level) + 1
     header = replace(c.header, levels=levels[:keep],
                      groups=c.header.groups if keep == len(levels) else 0)
-    cut = keep < len(levels) or header.groups != c.header.groups
-    return write(Container(header, c.segments[:keep], without_cut_tags(c.extras) if cut else c.extras))
+    return write(Container(header, c.segments[:keep], cut_extras(c.extras, c.header, header)))

@@ -149,9 +149,10 @@ def decompress_image(data: bytes, lm: LoadedModel | None = None, level: int | No
     x = decode_levels(lm, c, level)[..., : h.height, : h.width]
     blob = c.extras.get(bitstream.COLOUR_TAG)
     if blob is not None:
-        correction = colour.apply(x, blob)          # checked whether or not it is used
         if level is None or level == h.levels[-1]:  # it describes the finest cut only
-            x = correction
+            x = colour.apply(x, blob)
+        else:
+            colour.parse(blob, x.shape[1])          # checked all the same
     alpha = None
     if h.mode in ("LA", "RGBA"):
         raw = c.extras.get(ALPHA_TAG)

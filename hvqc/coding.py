@@ -291,8 +291,7 @@ def recode(data: bytes, level: int, lm: LoadedModel | None = None) -> bytes:
     codes = dict(zip(range(top, top - count, -1), read_codes(lm, c, count)))
     segs, _ = compress_codes(lm, [codes.get(l) for l in range(top + 1)], level - 1, True, groups)
     header = replace(h, levels=h.levels[:count], groups=groups)
-    extras = c.extras if (count, groups) == (len(h.levels), h.groups) else bitstream.without_cut_tags(c.extras)
-    return bitstream.write(bitstream.Container(header, tuple(segs), extras))
+    return bitstream.write(bitstream.Container(header, tuple(segs), bitstream.cut_extras(c.extras, h, header)))
 
 
 def write_cut(lm: LoadedModel, codes: list[torch.Tensor], header: bitstream.Header,
@@ -314,13 +313,15 @@ def cut_files(lm: LoadedModel, codes: list[torch.Tensor], header: bitstream.Head
     finest (largest) first: ``(bytes, level, groups)`` for each level and each
     refinement of it by its first ``groups`` coding groups (0 = the whole level). One
     pass through the priors (:func:`compress_cuts`); the same bytes as
-    :func:`write_cut` for each."""
+    :func:`write_cut` for each. Extras that describe ``header``'s own cut
+    (:func:`hvqc.bitstream.cut_extras`) go into that cut's file only."""
     n = lm.model.num_levels
     cuts, _ = compress_cuts(lm, codes, lowest - 1, header.joint)
     out = []
     for (l, g), segs in cuts.items():
         h = replace(header, levels=tuple(range(n, l, -1)), groups=g)
-        out.append((bitstream.write(bitstream.Container(h, tuple(segs), extras)), l + 1, g))
+        own = bitstream.cut_extras(extras, header, h)
+        out.append((bitstream.write(bitstream.Container(h, tuple(segs), own)), l + 1, g))
     return out[::-1]
 
 
@@ -333,9 +334,7 @@ def file_cuts(data: bytes, lm: LoadedModel | None = None) -> list[tuple[bytes, i
     lm = model_for(h, lm)
     n = lm.model.num_levels
     codes = dict(zip(range(n - 1, -1, -1), read_codes(lm, c, len(h.levels))))
-    cuts = cut_files(lm, [codes.get(l) for l in range(n)], h, bitstream.without_cut_tags(c.extras),
-                     h.levels[-1])
-    return [(data, *cuts[0][1:])] + cuts[1:]       # the whole file keeps its own cut's extras
+    return cut_files(lm, [codes.get(l) for l in range(n)], h, c.extras, h.levels[-1])
 
 
 def cut_name(lm: LoadedModel, level: int, groups: int) -> str:

@@ -100,37 +100,34 @@ def _identity(kind: int, c: int, g: int) -> torch.Tensor:
     return w.repeat(g * g, 1)
 
 
-def _blocks(y: torch.Tensor, g: int, step: int = 1):
-    """Yield ``(rows, cols, weights)``: slices of about :data:`_ROWS` pixels of ``y``
-    ``[C, H, W]`` (every ``step``-th row and column) and their ``[h, w, g * g]`` node
-    weights (nodes spanning the whole image)."""
-    height, width = y.shape[-2:]
-    vh, vw = _hat(height, g, y.dtype)[::step], _hat(width, g, y.dtype)[::step]
-    cols = slice(0, width, step)
-    rows_per = max(1, _ROWS // len(vw)) * step
-    for r in range(0, height, rows_per):
-        rows = slice(r, min(height, r + rows_per), step)
-        a = vh[r // step: r // step + len(range(*rows.indices(height)))]
-        yield rows, cols, (a[:, None, :, None] * vw[None, :, None, :]).flatten(2)
+def _weights(height: int, width: int, g: int, dtype, step: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bilinear node weights of every ``step``-th row and column of an image:
+    ``[h, g]`` and ``[w, g]`` (nodes spanning the whole image)."""
+    return _hat(height, g, dtype)[::step], _hat(width, g, dtype)[::step]
 
 
-def _normal_equations(y: torch.Tensor, x: torch.Tensor, kind: int, g: int):
-    """``D^T D`` and ``D^T X`` of the fit's design ``D`` (one row per pixel: node weights
-    times features) over a grid of at least :data:`_FIT_PIXELS` pixels (every ``step``-th
-    row and column: a fit of at most 270 weights needs no more), and ``step``. The
-    affine fit's are sub-blocks of the quadratic's (:func:`_affine_part`)."""
-    c = y.shape[0]
-    k = g * g * num_features(kind, c)
-    step = max(1, int((y[0].numel() / _FIT_PIXELS) ** 0.5))
-    dtd = torch.zeros(k, k, dtype=y.dtype)
-    dtx = torch.zeros(k, c, dtype=y.dtype)
-    for rows, cols, s in _blocks(y, g, step):
-        f = features(y[:, rows, cols], kind).movedim(0, -1)            # [h, w, F]
-        d = (s[..., :, None] * f[..., None, :]).reshape(-1, k)
-        t = x[:, rows, cols].movedim(0, -1).reshape(-1, c).to(y.dtype)
-        dtd = dtd + d.T @ d
-        dtx = dtx + d.T @ t
-    return dtd, dtx, step
+def _blocks(vh: torch.Tensor, vw: torch.Tensor):
+    """Yield ``(rows, weights)``: row slices of about :data:`_ROWS` pixels and their
+    ``[h, w, g * g]`` node weights."""
+    per = max(1, _ROWS // len(vw))
+    for r in range(0, len(vh), per):
+        rows = slice(r, r + per)
+        yield rows, (vh[rows, None, :, None] * vw[None, :, None, :]).flatten(2)
+
+
+def _normal_equations(f: torch.Tensor, x: torch.Tensor, vh: torch.Tensor, vw: torch.Tensor):
+    """``D^T D`` and ``D^T X`` of the fit's design ``D`` (one row per pixel: its node
+    weights ``vh x vw`` times its features ``f`` ``[F, h, w]``) against ``x`` ``[C, h, w]``.
+    The affine fit's are sub-blocks of the quadratic's (:func:`_affine_part`)."""
+    c = x.shape[0]
+    k = vh.shape[1] * vw.shape[1] * f.shape[0]
+    dtd = torch.zeros(k, k, dtype=f.dtype)
+    dtx = torch.zeros(k, c, dtype=f.dtype)
+    for rows, s in _blocks(vh, vw):
+        d = (s[..., :, None] * f[:, rows].movedim(0, -1)[..., None, :]).reshape(-1, k)
+        dtd += d.T @ d
+        dtx += d.T @ x[:, rows].movedim(0, -1).reshape(-1, c)
+    return dtd, dtx
 
 
 def _map(y: torch.Tensor, kind: int, g: int, w: torch.Tensor) -> torch.Tensor:
@@ -138,8 +135,8 @@ def _map(y: torch.Tensor, kind: int, g: int, w: torch.Tensor) -> torch.Tensor:
     c = y.shape[0]
     w = w.to(y.dtype).view(g * g, -1, c)                            # [nodes, F, C]
     out = []
-    for rows, cols, s in _blocks(y, g):
-        f = features(y[:, rows, cols], kind)                        # [F, h, W]
+    for rows, s in _blocks(*_weights(*y.shape[-2:], g, y.dtype)):
+        f = features(y[:, rows], kind)                              # [F, h, W]
         coef = torch.einsum("hwk,kfc->fchw", s, w)                  # each pixel's weights
         out.append(torch.einsum("fhw,fchw->chw", f, coef))
     return torch.cat(out, 1)
@@ -168,14 +165,16 @@ def fit(decoded: torch.Tensor, target: torch.Tensor, file_bits: float, log_slope
     """
     y = decoded[0].double().clamp(0, 1)
     x = target[0].double()
-    c = y.shape[0]
-    best, blob = None, None
+    c, (height, width) = y.shape[0], y.shape[-2:]
+    # Every step-th row and column, at least _FIT_PIXELS pixels: a fit of at most 270
+    # weights needs no more.
+    step = max(1, int((height * width / _FIT_PIXELS) ** 0.5))
+    ys, xs = y[:, ::step, ::step], x[:, ::step, ::step]
+    f = features(ys, 1)                     # the quadratic's; the affine's are its first
+    n, xx = xs.numel(), float((xs * xs).sum())
+    best, blob = 10 * float(((ys - xs) ** 2).sum()) / n, None     # no map
     for g in GRIDS:
-        full, fx, step = _normal_equations(y, x, 1, g)
-        sub = x[:, ::step, ::step]
-        n, xx = sub.numel(), float((sub * sub).sum())
-        if best is None:          # no map: the sampled pixels' own error
-            best = 10 * float(((y[:, ::step, ::step] - sub) ** 2).sum()) / n
+        full, fx = _normal_equations(f, xs, *_weights(height, width, g, y.dtype, step))
         for kind in range(len(KINDS)):
             cols = torch.arange(len(full)) if kind else _affine_part(g, c)
             dtd, dtx = full[cols][:, cols], fx[cols]
