@@ -115,19 +115,57 @@ def _blocks(vh: torch.Tensor, vw: torch.Tensor):
         yield rows, (vh[rows, None, :, None] * vw[None, :, None, :]).flatten(2)
 
 
-def _normal_equations(f: torch.Tensor, x: torch.Tensor, vh: torch.Tensor, vw: torch.Tensor):
-    """``D^T D`` and ``D^T X`` of the fit's design ``D`` (one row per pixel: its node
-    weights ``vh x vw`` times its features ``f`` ``[F, h, w]``) against ``x`` ``[C, h, w]``.
-    The affine fit's are sub-blocks of the quadratic's (:func:`_affine_part`)."""
-    c = x.shape[0]
-    k = vh.shape[1] * vw.shape[1] * f.shape[0]
-    dtd = torch.zeros(k, k, dtype=f.dtype)
-    dtx = torch.zeros(k, c, dtype=f.dtype)
-    for rows, s in _blocks(vh, vw):
-        d = (s[..., :, None] * f[:, rows].movedim(0, -1)[..., None, :]).reshape(-1, k)
-        dtd += d.T @ d
-        dtx += d.T @ x[:, rows].movedim(0, -1).reshape(-1, c)
-    return dtd, dtx
+def _band(v: torch.Tensor) -> tuple[list[tuple[int, int]], torch.Tensor]:
+    """The node pairs ``(a, b)``, ``b`` in ``{a, a + 1}``, of bilinear weights ``v`` ``[n, g]``
+    (no other pair shares a position) and their products ``[n, pairs]``."""
+    pairs = [(a, b) for a in range(v.shape[1]) for b in (a, a + 1) if b < v.shape[1]]
+    a, b = zip(*pairs)
+    return pairs, v[:, list(a)] * v[:, list(b)]
+
+
+def _normal_equations(f: torch.Tensor, x: torch.Tensor, height: int, width: int, step: int):
+    """For each grid ``g`` of :data:`GRIDS`: ``D^T D`` and ``D^T X`` of the fit's design
+    ``D`` (one row per pixel: its node weights times its features ``f`` ``[F, h, w]``,
+    every ``step``-th row and column of a ``height x width`` image) against ``x``
+    ``[C, h, w]``. The affine fit's are sub-blocks of the quadratic's
+    (:func:`_affine_part`).
+
+    A pixel's weights are separable (row weights times column weights) and at most two
+    of each are nonzero, so the sums run over each pixel's feature products once per
+    pair of neighbouring columns, then once per pair of neighbouring rows, instead of
+    over every pair of nodes."""
+    nf, c = f.shape[0], x.shape[0]
+    per = max(1, _ROWS // 4 // f.shape[-1])
+    grids = {g: (_band(vh), _band(vw), vh, vw) for g in GRIDS
+             for vh, vw in [_weights(height, width, g, f.dtype, step)]}
+    # every grid's column weights side by side: one pass over the pixels' products
+    aw = torch.cat([aw for (_, (_, aw), _, _) in grids.values()], 1)
+    vw = torch.cat([vw for (_, _, _, vw) in grids.values()], 1)
+    widths = [len(pw) for (_, (pw, _), _, _) in grids.values()]
+    gff = {g: 0 for g in GRIDS}
+    gfx = {g: 0 for g in GRIDS}
+    for r in range(0, f.shape[1], per):
+        fr = f[:, r:r + per].movedim(1, 0)                                    # [h, F, w]
+        ff = (fr[:, :, None] * fr[:, None]).flatten(1, 2) @ aw                # [h, F * F, column pairs]
+        fx = (fr[:, :, None] * x[:, r:r + per].movedim(1, 0)[:, None]).flatten(1, 2) @ vw   # [h, F * C, columns]
+        for (g, ((_, ah), _, vh, _)), ffg, fxg in zip(grids.items(), ff.split(widths, -1),
+                                                      fx.split(list(GRIDS), -1)):
+            gff[g] = gff[g] + ah[r:r + per].T @ ffg.flatten(1)    # [row pairs, F * F * column pairs]
+            gfx[g] = gfx[g] + vh[r:r + per].T @ fxg.flatten(1)    # [rows, F * C * columns]
+    out = {}
+    for g, ((ph, _), (pw, _), _, _) in grids.items():
+        k = g * g * nf
+        pairs = gff[g].view(len(ph), nf, nf, len(pw))
+        dtd = torch.zeros(k, k, dtype=f.dtype)
+        for q, (i, i2) in enumerate(ph):
+            for p, (j, j2) in enumerate(pw):
+                block = pairs[q, :, :, p]
+                for (a, b), (a2, b2) in {((i, j), (i2, j2)), ((i, j2), (i2, j))}:
+                    n1, n2 = (a * g + b) * nf, (a2 * g + b2) * nf
+                    dtd[n1:n1 + nf, n2:n2 + nf] = block
+                    dtd[n2:n2 + nf, n1:n1 + nf] = block
+        out[g] = dtd, gfx[g].view(g, nf, c, g).permute(0, 3, 1, 2).reshape(k, c)
+    return out
 
 
 def _map(y: torch.Tensor, kind: int, g: int, w: torch.Tensor) -> torch.Tensor:
@@ -173,8 +211,7 @@ def fit(decoded: torch.Tensor, target: torch.Tensor, file_bits: float, log_slope
     f = features(ys, 1)                     # the quadratic's; the affine's are its first
     n, xx = xs.numel(), float((xs * xs).sum())
     best, blob = 10 * float(((ys - xs) ** 2).sum()) / n, None     # no map
-    for g in GRIDS:
-        full, fx = _normal_equations(f, xs, *_weights(height, width, g, y.dtype, step))
+    for g, (full, fx) in _normal_equations(f, xs, height, width, step).items():
         for kind in range(len(KINDS)):
             cols = torch.arange(len(full)) if kind else _affine_part(g, c)
             dtd, dtx = full[cols][:, cols], fx[cols]
@@ -184,7 +221,9 @@ def fit(decoded: torch.Tensor, target: torch.Tensor, file_bits: float, log_slope
                 q = torch.round(delta * 2**p).clamp(-_LIMIT + 1, _LIMIT - 1)
                 w = ident + q / 2**p
                 sse = float((w * (dtd @ w)).sum() - 2 * (w * dtx).sum()) + xx
-                data = _encode(p, kind, g, [int(v) for v in q.flatten()])
+                if 10 * sse / n >= best:                # its bytes can only add to that
+                    continue
+                data = _encode(p, kind, g, [int(v) for v in q.flatten().tolist()])
                 extra = 8 * (len(data) + 1 + len(pack_varints([len(data)])))   # tag and length too
                 cost = 10 * sse / n + log_slope * extra / file_bits
                 if cost < best:

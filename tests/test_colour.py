@@ -139,3 +139,23 @@ def test_every_kind_and_grid_round_trips_through_the_blob():
             want = colour._identity(kind, 3, g) + torch.tensor(ints, dtype=torch.float64).view(-1, 3) / 2**7
             assert torch.equal(w, want)
             assert colour.apply(y, blob).shape == y.shape
+
+
+@pytest.mark.parametrize("height, width, step", [(37, 53, 1), (130, 70, 2), (1, 9, 1), (5, 1, 1)])
+def test_normal_equations_match_the_dense_design(height, width, step):
+    """The fit sums each pixel's products over neighbouring node pairs only; the result
+    must be the dense design's ``D^T D`` and ``D^T X`` (one row per pixel, every node)."""
+    g_ = torch.Generator().manual_seed(height * width)
+    y = torch.rand(3, height, width, generator=g_, dtype=torch.float64)
+    x = torch.rand(3, height, width, generator=g_, dtype=torch.float64)
+    ys, xs = y[:, ::step, ::step], x[:, ::step, ::step]
+    f = colour.features(ys, 1)
+    got = colour._normal_equations(f, xs, height, width, step)
+    assert sorted(got) == list(colour.GRIDS)
+    for g in colour.GRIDS:
+        vh, vw = colour._hat(height, g, torch.float64)[::step], colour._hat(width, g, torch.float64)[::step]
+        nodes = (vh[:, None, :, None] * vw[None, :, None, :]).flatten(2)             # [h, w, g * g]
+        d = (nodes[..., :, None] * f.movedim(0, -1)[..., None, :]).reshape(-1, g * g * f.shape[0])
+        dtd, dtx = got[g]
+        assert torch.allclose(dtd, d.T @ d, rtol=1e-12, atol=1e-12)
+        assert torch.allclose(dtx, d.T @ xs.movedim(0, -1).reshape(-1, 3), rtol=1e-12, atol=1e-12)
