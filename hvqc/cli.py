@@ -516,6 +516,8 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
                                        "the first through the pixels), X-priors (priors only), "
                                        "X-decoder (the finest decoder only, on every cut) and "
                                        "X-decode (priors and decoders, on rate and every cut); "
+                                       "photo-code-priors (levels 2-3's priors on the codes of "
+                                       "whole photos; --batch photos a step); "
                                        "speech (with --variant)."),
           steps: int = typer.Option(6000, help="Optimisation steps."),
           run: Optional[Path] = typer.Option(None, help="Run folder, resumed if it exists "

@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 
 from .hierarchy import HierarchyConfig, LevelSpec
 
-__all__ = ["photo_config", "mnist_config", "faces_config", "to_channels", "load_image", "check_size", "normalise_mode", "to_tensor", "from_tensor", "pad_to",
+__all__ = ["training_files", "photo_config", "mnist_config", "faces_config", "to_channels", "load_image", "check_size", "normalise_mode", "to_tensor", "from_tensor", "pad_to",
            "CropSampler", "IMAGE_SUFFIXES", "MODES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE"]
 
 MODES = ("L", "LA", "RGB", "RGBA", "I;16")
@@ -28,11 +28,16 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".g
 
 
 def photo_config() -> HierarchyConfig:
-    """The natural-photo model: codes at strides 8, 16 and 32 (0.14, 0.031, 0.0078 bpp nominal)."""
+    """The natural-photo model: codes at strides 8, 16 and 32 (0.14, 0.031, 0.0078 bpp nominal).
+
+    The top prior codes its level in 9 groups (phase 3), the others in 4: the top has no
+    level above to condition on, so the codes already sent are all the context it gets
+    (on 54 held-out training photos, 9 groups took level 3 from 6.39 to 6.20 bits a code
+    and level 2 from 5.01 to 4.99, where 4 groups trained alike reached 4.95)."""
     return HierarchyConfig(dims=2, channels=3, levels=[
         LevelSpec(codes=512, dim=64, hidden=128, down=3, blocks=2, prior_hidden=128),
         LevelSpec(codes=256, dim=64, hidden=128, down=1, blocks=2, prior_hidden=128),
-        LevelSpec(codes=256, dim=64, hidden=128, down=1, blocks=2, prior_hidden=96),
+        LevelSpec(codes=256, dim=64, hidden=128, down=1, blocks=2, prior_hidden=96, prior_phase=3),
     ])
 
 
@@ -154,6 +159,15 @@ def pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
+def training_files(folders: list[Path]) -> list[Path]:
+    """The image files under ``folders`` (recursively, by suffix), sorted; FileNotFoundError
+    if there are none."""
+    files = sorted(p for f in folders for p in Path(f).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no training images under {[str(f) for f in folders]}")
+    return files
+
+
 class CropSampler:
     """Random training crops from image folders, decoded once and kept in memory.
 
@@ -164,10 +178,7 @@ class CropSampler:
     """
 
     def __init__(self, folders: list[Path], crop: int, seed: int = 0):
-        files = sorted(p for f in folders for p in Path(f).rglob("*")
-                       if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise FileNotFoundError(f"no training images under {[str(f) for f in folders]}")
+        files = training_files(folders)
         self.crop, self.rng = crop, random.Random(seed)
         self.images: list[torch.Tensor] = []
         for p in files:

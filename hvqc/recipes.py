@@ -8,11 +8,13 @@ import os
 from functools import partial
 from pathlib import Path
 
+from PIL import Image
+
 from .data import require
 from .datasets import TensorSampler, celeba, mnist
-from .image import CropSampler, faces_config, mnist_config, photo_config
+from .image import CropSampler, faces_config, mnist_config, pad_to, photo_config, to_tensor, training_files
 from .losses import mse, msssim_mse, ssim_mse
-from .train import TrainSettings, train
+from .train import TrainSettings, train, train_code_priors
 
 __all__ = ["RECIPES", "train_recipe"]
 
@@ -83,13 +85,36 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))          # torchrun: each process its own batches
 
 
+def _whole_photos(folders: list[Path], stride: int):
+    """``() -> iterator`` over every photo of ``folders`` and its mirror image, each
+    ``[1, 3, H, W]`` padded to ``stride`` as the codec pads it."""
+    files = training_files(folders)
+
+    def signals():
+        for p in files:
+            img = Image.open(p).convert("RGB")
+            for im in (img, img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)):
+                yield pad_to(to_tensor(im)[0], stride)
+    return signals, len(files)
+
+
 def train_photo(run_dir: Path, steps: int, batch: int = 8, crop: int = 128, seed: int = 0,
                 progress: bool = True, command: str = "", init: str = "",
                 stage: str = "all", freeze: int | None = None, device: str = "cpu",
                 seconds: float = 0.0, rate_weight: float | None = None) -> Path:
-    """The photo model, in the stages of :func:`_stage` (2 and 3 start from ``init``)."""
+    """The photo model, in the stages of :func:`_stage` (2 and 3 start from ``init``), and
+    ``code-priors``: the priors of levels 2 and 3 on the codes of whole training photos
+    (:func:`hvqc.train.train_code_priors`; ``batch`` photos a step, no crops)."""
     settings = TrainSettings(steps=steps, seed=seed, init=init, device=device, seconds=seconds)
     config = photo_config()
+    if stage == "code-priors":
+        if freeze is not None or rate_weight is not None or device != "cpu":
+            raise ValueError("the code-priors stage takes no --freeze, --rate-weight or --device")
+        settings.lr = 3e-4
+        signals, count = _whole_photos([require(f) for f in PHOTO_FOLDERS], config.stride(len(config.levels) - 1))
+        meta = {"data": ", ".join(PHOTO_FOLDERS), "images": count, "crop": "whole photos and their mirrors",
+                "batch": batch, "command": command}
+        return train_code_priors(config, signals, run_dir, settings, [1, 2], batch, meta, progress)
     _stage(settings, stage, len(config.levels), freeze=freeze, rate_weight=rate_weight)
     folders = [require(f) for f in PHOTO_FOLDERS]      # after the options are checked
     sampler = CropSampler(folders, crop, seed + 1000 * _rank())
@@ -183,6 +208,7 @@ for _name, _fn in (("photo", train_photo), ("mnist", train_mnist), ("faces", tra
     RECIPES[_name] = _fn
     for _st in ("tune", "top", "upper", "priors", "decoder", "decode"):
         RECIPES[f"{_name}-{_st}"] = partial(_fn, stage=_st)
+RECIPES["photo-code-priors"] = partial(train_photo, stage="code-priors")
 
 
 def train_recipe(name: str, run_dir: Path, steps: int, **kw) -> Path:

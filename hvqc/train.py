@@ -28,7 +28,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import torch.distributed as dist
@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from .hierarchy import HierarchicalVQVAE, HierarchyConfig
 
-__all__ = ["TrainSettings", "train", "tau_at", "budget_fraction"]
+__all__ = ["TrainSettings", "train", "train_code_priors", "tau_at", "budget_fraction"]
 
 
 @dataclass
@@ -85,6 +85,16 @@ def _load_init(path: str) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
         return load_file(path)              # float16: loading into the model widens it exactly
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def _save(path: Path, model: HierarchicalVQVAE, opt, step: int, seconds: float,
+          config: HierarchyConfig, settings: TrainSettings, meta: dict | None) -> None:
+    """Write a run's checkpoint atomically (what a resumed run and ``hvqc export`` read)."""
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()},
+                "optim": opt.state_dict(), "step": step, "seconds": seconds,
+                "config": config.to_dict(), "settings": vars(settings), "meta": meta or {}}, tmp)
+    os.replace(tmp, path)
 
 
 def _decoder_views(model: HierarchicalVQVAE, decoder: torch.nn.Module, x: torch.Tensor,
@@ -253,13 +263,107 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
                     log.write(msg + "\n")
                     log.flush()
             if step % settings.ckpt_every == 0 or last:
-                tmp = ckpt_path.with_suffix(".tmp")
-                torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()},
-                            "optim": opt.state_dict(), "step": step, "seconds": time.time() - t0,
-                            "config": config.to_dict(), "settings": vars(settings),
-                            "meta": meta or {}}, tmp)
-                os.replace(tmp, ckpt_path)
+                _save(ckpt_path, model, opt, step, time.time() - t0, config, settings, meta)
     bar.close()
     if dist.is_initialized():
         dist.barrier()
+    return ckpt_path
+
+
+def _code_cache(model: HierarchicalVQVAE, signals: Callable[[], Iterable[torch.Tensor]],
+                levels: list[int]) -> list[dict]:
+    """Per signal, the codes (int16) of ``levels`` and, for each level under the top, the
+    prediction (float16) from the level above that conditions its prior."""
+    items = []
+    with torch.no_grad():
+        for x in signals():
+            codes = model.encode(x)
+            item = {}
+            for l in levels:
+                item[f"codes{l}"] = codes[l][0].short()
+                if l + 1 < model.num_levels:
+                    item[f"cond{l}"] = model.predict(l + 1, codes[l + 1])[0].half()
+            items.append(item)
+    return items
+
+
+def train_code_priors(config: HierarchyConfig, signals: Callable[[], Iterable[torch.Tensor]],
+                      run_dir: Path, settings: TrainSettings, levels: list[int], batch: int,
+                      meta: dict | None = None, progress: bool = True) -> Path:
+    """Train the priors of ``levels`` (0-based) on the codes of whole signals; returns the
+    checkpoint path (resumable, as :func:`train`'s).
+
+    A crop of a signal shows a prior the edges of the crop: on the small grids of the upper
+    levels (8x8 for a 256-pixel crop at stride 32) most positions are near one, and the
+    conditioning is the upper decoder's view of the crop rather than of the signal. Here
+    every training signal (``signals()``, each ``[1, C, *S]`` padded to the top stride) is
+    encoded once by the model of ``settings.init``, and the priors learn the codes of whole
+    signals, conditioned as the coder conditions them: exactly what files carry. Nothing
+    but those priors moves, so codes and decoders stay as they are; ``config`` may give the
+    levels a new coding phase (a prior's weights do not depend on it). The loss is the rate
+    in bits per signal sample of a batch of ``batch`` signals.
+    """
+    if not settings.init:
+        raise ValueError("training priors on codes needs a finished model (init)")
+    if _is_dist():
+        raise ValueError("training priors on codes runs in one process")
+    torch.manual_seed(settings.seed)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, cache_path = run_dir / "ckpt.pt", run_dir / "codes.pt"
+    model = HierarchicalVQVAE(config)
+    model.load_state_dict(_load_init(settings.init))
+    step, spent, ck = 0, 0.0, None
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(ck["model"])
+        step, spent = ck["step"], ck.get("seconds", 0.0)
+    if cache_path.exists():
+        items = torch.load(cache_path, weights_only=True)
+    else:                 # the codes do not depend on the priors: the init's or a checkpoint's
+        items = _code_cache(model, signals, levels)
+        torch.save(items, cache_path)
+    if len(items) < batch:
+        raise ValueError(f"{len(items)} signals for batches of {batch}")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = [p for l in levels for p in model.levels[l].prior.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=settings.lr)
+    if ck is not None:
+        opt.load_state_dict(ck["optim"])
+    log = open(run_dir / "log.txt", "a")
+    bar = tqdm(total=settings.steps, initial=step, disable=not progress, dynamic_ncols=True)
+    t0 = time.time() - spent
+    last = budget_fraction(step, time.time() - t0, settings) >= 1.0
+    while not last:
+        frac = budget_fraction(step, time.time() - t0, settings)
+        for g in opt.param_groups:
+            g["lr"] = settings.lr * min(1.0, 0.5 * (1 + math.cos(math.pi * frac)) + 0.05)
+        rng = random.Random(settings.seed * 1_000_003 + step)     # a resumed run draws the same
+        bits, samples = [0.0] * len(levels), 0
+        for item in rng.sample(items, batch):
+            for j, l in enumerate(levels):
+                codes, cond = item[f"codes{l}"].long()[None], item.get(f"cond{l}")
+                prior = model.levels[l].prior
+                bits[j] = bits[j] + prior(codes, None if cond is None else cond[None].float()) * codes.numel()
+            samples += item[f"codes{levels[0]}"].numel() * config.stride(levels[0]) ** config.dims
+        loss = sum(bits) / samples
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        last = budget_fraction(step, time.time() - t0, settings) >= 1.0
+        bar.update(1)
+        if step % 50 == 0 or last:
+            msg = (f"step {step} loss {loss.item():.5f} bits/sample " + " ".join(
+                f"L{l + 1} {b.item() / samples:.5f}" for l, b in zip(levels, bits)) + f" {time.time() - t0:.0f}s")
+            bar.set_postfix_str(msg.split(" ", 2)[2][:90])
+            log.write(msg + "\n")
+            log.flush()
+        if step % settings.ckpt_every == 0 or last:
+            _save(ckpt_path, model, opt, step, time.time() - t0, config, settings, meta)
+    bar.close()
     return ckpt_path

@@ -96,6 +96,53 @@ def test_priors_stage_changes_only_the_priors(tmp_path):
         assert not torch.equal(a[f"levels.{lv}.prior.net.0.weight"], b[f"levels.{lv}.prior.net.0.weight"])
 
 
+def test_code_priors_stage_trains_the_chosen_priors_on_whole_signals(tmp_path):
+    """The code-priors stage encodes every signal once (whole, any size), trains only the
+    priors of the levels it is given (here with a new coding phase) and resumes from its
+    checkpoint and cached codes without encoding again."""
+    import copy
+    sys.path.insert(0, str(HERE))
+    from make_tiny import tiny_config
+    from hvqc.hierarchy import HierarchicalVQVAE
+    from hvqc.train import TrainSettings, train_code_priors
+    r = _run([sys.executable, str(HERE / "train_tiny.py"), str(tmp_path / "a"), "2"])
+    assert r.returncode == 0, r.stderr
+    init = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=True)["model"]
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.rand(1, 3, h, w, generator=g) for h, w in ((32, 48), (16, 16), (64, 32))]
+    config = copy.deepcopy(tiny_config())
+    for lv in config.levels[1:]:
+        lv.prior_phase = 3
+    settings = TrainSettings(steps=2, ckpt_every=1, init=str(tmp_path / "a" / "ckpt.pt"))
+    run = tmp_path / "b"
+    train_code_priors(config, lambda: iter(xs), run, settings, [1, 2], 2, progress=False)
+    ck = torch.load(run / "ckpt.pt", weights_only=True)
+    assert ck["step"] == 2 and [lv["prior_phase"] for lv in ck["config"]["levels"]] == [2, 3, 3]
+    b = ck["model"]
+    for k in init:                      # encoders, codebooks, decoders and level 0's prior stay
+        if not k.startswith(("levels.1.prior.", "levels.2.prior.")):
+            assert torch.equal(init[k], b[k]), k
+    for lv in (1, 2):
+        assert not torch.equal(init[f"levels.{lv}.prior.net.0.weight"], b[f"levels.{lv}.prior.net.0.weight"])
+    model = HierarchicalVQVAE(config)
+    model.load_state_dict(init)
+    cache = torch.load(run / "codes.pt", weights_only=True)
+    with torch.no_grad():
+        for x, item in zip(xs, cache):
+            codes = model.encode(x)
+            assert torch.equal(item["codes1"], codes[1][0].short()) and "cond2" not in item
+            assert torch.equal(item["cond1"], model.predict(2, codes[2])[0].half())
+
+    def no_encoding():
+        raise AssertionError("the resumed run encoded the signals again")
+    settings.steps = 3
+    train_code_priors(config, no_encoding, run, settings, [1, 2], 2, progress=False)
+    assert torch.load(run / "ckpt.pt", weights_only=True)["step"] == 3
+    with pytest.raises(ValueError, match="needs a finished model"):
+        train_code_priors(config, lambda: iter(xs), tmp_path / "c", TrainSettings(steps=1), [1], 2,
+                          progress=False)
+
+
 def test_decoder_stage_changes_only_the_finest_decoder(tmp_path):
     """Stage 4 (decoder_only) trains level 0's decoder and keeps everything a file's
     codes and rates depend on (encoders, codebooks, quantizer buffers, the other
