@@ -344,6 +344,31 @@ def test_decode_recipes_pass_the_rate_weight_on(monkeypatch, tmp_path, name):
     assert seen["s"].decode_side and seen["s"].rate_weight == 3.5
 
 
+def test_code_priors_recipe_trains_levels_2_and_3_on_whole_mirrored_photos(monkeypatch, tmp_path):
+    """``photo-code-priors`` hands the loop every training photo whole and mirrored, padded
+    to the top stride, the photo config (level 3 in 9 groups) and levels 2-3; it refuses
+    the options of other stages (the loop is stubbed)."""
+    from PIL import Image
+    import hvqc.recipes as R
+    import numpy as np
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    seen = {}
+    monkeypatch.setattr(R, "require", lambda f: tmp_path)
+    monkeypatch.setattr(R, "train_code_priors", lambda config, signals, run, settings, levels, batch, *a:
+                        seen.update(config=config, xs=list(signals()), levels=levels, batch=batch))
+    R.train_recipe("photo-code-priors", tmp_path / "r", 1, batch=4)
+    assert seen["levels"] == [1, 2] and seen["batch"] == 4
+    assert [lv.prior_phase for lv in seen["config"].levels] == [2, 2, 3]
+    xs = seen["xs"]
+    assert len(xs) == 6 and all(x.shape == (1, 3, 64, 64) for x in xs)     # 3 folders x (photo, mirror)
+    assert torch.equal(xs[0][0, :, :40, :50], torch.from_numpy(rgb).permute(2, 0, 1) / 255)
+    assert torch.equal(xs[1][..., :40, :50], xs[0][..., :40, :50].flip(-1))
+    for bad in (dict(freeze=1), dict(rate_weight=1.0), dict(device="cuda")):
+        with pytest.raises(ValueError, match="code-priors stage takes no"):
+            R.train_recipe("photo-code-priors", tmp_path / "r", 1, **bad)
+
+
 def test_export_keeps_the_coding_defaults_of_the_model_it_replaces(tmp_path, monkeypatch):
     """``hvqc export`` writes a new entry for the model, but keeps the choices made for
     its files before (``descent``, ``colour_log_slope``, ...), which no run records."""
