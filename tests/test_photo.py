@@ -77,8 +77,9 @@ def test_payload_matches_the_prior_and_quality_is_sane(photo):
 @pytest.mark.parametrize("level", [1, 2])
 def test_search_raises_quality_at_about_the_same_rate(photo, level):
     """On a crop of the parrots, 10 steps of search give +0.45 dB / +0.0047 MS-SSIM for
-    2.8 % more bytes at level 1, and +0.39 dB / +0.0034 for 0.9 % more at level 2, each
-    file with its colour correction (format 3). Without it, +0.05 dB / +0.0026 for 2.7 %
+    2.8 % more bytes at level 1, and +0.13 dB / +0.0048 for 0.5 % more at level 2, each
+    file with its colour correction (format 3; before the whole-photo code priors of
+    levels 2-3, +0.39 dB / +0.0034 for 0.9 % more at level 2). Without it, +0.05 dB / +0.0026 for 2.7 %
     fewer bytes and +0.41 dB / +0.0023 for 1.5 % more (the model after the decode stage,
     whose better priors and decoders leave the search less to gain; after the decoder
     stage, +0.15 dB / +0.0046 for -1.5 % and +0.68 dB / +0.011 for +1.8 %; before it,
