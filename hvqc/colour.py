@@ -135,25 +135,26 @@ def _normal_equations(f: torch.Tensor, x: torch.Tensor, height: int, width: int,
     pair of neighbouring columns, then once per pair of neighbouring rows, instead of
     over every pair of nodes."""
     nf, c = f.shape[0], x.shape[0]
-    per = max(1, _ROWS // 4 // f.shape[-1])
-    grids = {g: (_band(vh), _band(vw), vh, vw) for g in GRIDS
-             for vh, vw in [_weights(height, width, g, f.dtype, step)]}
+    per = max(1, _ROWS // 4 // f.shape[-1])              # rows of about _ROWS / 4 pixels
+    weights = {g: _weights(height, width, g, f.dtype, step) for g in GRIDS}
+    rows = {g: _band(vh) for g, (vh, _) in weights.items()}
+    cols = {g: _band(vw) for g, (_, vw) in weights.items()}
     # every grid's column weights side by side: one pass over the pixels' products
-    aw = torch.cat([aw for (_, (_, aw), _, _) in grids.values()], 1)
-    vw = torch.cat([vw for (_, _, _, vw) in grids.values()], 1)
-    widths = [len(pw) for (_, (pw, _), _, _) in grids.values()]
+    aw = torch.cat([cols[g][1] for g in GRIDS], 1)
+    vw = torch.cat([weights[g][1] for g in GRIDS], 1)
     gff = {g: 0 for g in GRIDS}
     gfx = {g: 0 for g in GRIDS}
     for r in range(0, f.shape[1], per):
         fr = f[:, r:r + per].movedim(1, 0)                                    # [h, F, w]
         ff = (fr[:, :, None] * fr[:, None]).flatten(1, 2) @ aw                # [h, F * F, column pairs]
         fx = (fr[:, :, None] * x[:, r:r + per].movedim(1, 0)[:, None]).flatten(1, 2) @ vw   # [h, F * C, columns]
-        for (g, ((_, ah), _, vh, _)), ffg, fxg in zip(grids.items(), ff.split(widths, -1),
-                                                      fx.split(list(GRIDS), -1)):
-            gff[g] = gff[g] + ah[r:r + per].T @ ffg.flatten(1)    # [row pairs, F * F * column pairs]
-            gfx[g] = gfx[g] + vh[r:r + per].T @ fxg.flatten(1)    # [rows, F * C * columns]
+        for g, ffg, fxg in zip(GRIDS, ff.split([len(cols[g][0]) for g in GRIDS], -1),
+                               fx.split(list(GRIDS), -1)):
+            gff[g] = gff[g] + rows[g][1][r:r + per].T @ ffg.flatten(1)    # [row pairs, F * F * column pairs]
+            gfx[g] = gfx[g] + weights[g][0][r:r + per].T @ fxg.flatten(1)  # [rows, F * C * columns]
     out = {}
-    for g, ((ph, _), (pw, _), _, _) in grids.items():
+    for g in GRIDS:
+        (ph, _), (pw, _) = rows[g], cols[g]
         k = g * g * nf
         pairs = gff[g].view(len(ph), nf, nf, len(pw))
         dtd = torch.zeros(k, k, dtype=f.dtype)

@@ -71,6 +71,12 @@ def tau_at(step: int, s: TrainSettings, frac: float | None = None) -> float:
     return s.tau_start * (s.tau_end / s.tau_start) ** f
 
 
+def lr_at(frac: float, s: TrainSettings) -> float:
+    """The learning rate a fraction ``frac`` through the budget: cosine from ``s.lr``,
+    floored at 5 % of it."""
+    return s.lr * min(1.0, 0.5 * (1 + math.cos(math.pi * frac)) + 0.05)
+
+
 def budget_fraction(step: int, elapsed: float, s: TrainSettings) -> float:
     """How far through its budget (``s.steps``, and ``s.seconds`` if set) a run is that has
     made ``step`` steps in ``elapsed`` seconds, in [0, 1]."""
@@ -200,7 +206,7 @@ def train(config: HierarchyConfig, sample: Callable[[int], torch.Tensor],
     while not last:
         frac = budget_fraction(step, time.time() - t0, settings)
         tau = tau_at(step, settings, frac)
-        lr = settings.lr * min(1.0, 0.5 * (1 + math.cos(math.pi * frac)) + 0.05)
+        lr = lr_at(frac, settings)
         for g in opt.param_groups:
             g["lr"] = lr
         warm = frac < settings.commit_warmup
@@ -340,7 +346,7 @@ def train_code_priors(config: HierarchyConfig, signals: Callable[[], Iterable[to
     while not last:
         frac = budget_fraction(step, time.time() - t0, settings)
         for g in opt.param_groups:
-            g["lr"] = settings.lr * min(1.0, 0.5 * (1 + math.cos(math.pi * frac)) + 0.05)
+            g["lr"] = lr_at(frac, settings)
         rng = random.Random(settings.seed * 1_000_003 + step)     # a resumed run draws the same
         bits, samples = [0.0] * len(levels), 0
         for item in rng.sample(items, batch):
