@@ -7,7 +7,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from . import bitstream
-from .codec import compress_image, compress_image_to, decompress_image, recode
+from .codec import compress_image, compress_image_rd, compress_image_to, decompress_image, recode
 from .image import MAX_IMAGE_PIXELS, check_size, load_image, normalise_mode
 from .search import SearchSettings
 from .zoo import DEFAULT_MODEL, LoadedModel, load
@@ -41,14 +41,21 @@ def _search(search: int | SearchSettings) -> SearchSettings:
 
 def compress_file(image, lm: LoadedModel, level: int | None = None,
                   bpp: float | None = None, joint: bool | None = None,
-                  search: int | SearchSettings = 0) -> FileResult:
+                  search: int | SearchSettings = 0, lam: float | None = None) -> FileResult:
     """Code an image at ``level`` (default 1), or at the finest level or refinement
-    between levels (:func:`hvqc.codec.compress_image_to`) whose whole file fits ``bpp``;
-    ``search`` steps (or settings) of the encoder's search (:mod:`hvqc.search`) for the
-    codes of that level (with ``bpp``: of level 1, before the cut is chosen)."""
+    between levels (:func:`hvqc.codec.compress_image_to`) whose whole file fits ``bpp``,
+    or at the level or refinement that minimises ``distortion + lam * bpp``
+    (:func:`hvqc.codec.compress_image_rd`); ``search`` steps (or settings) of the
+    encoder's search (:mod:`hvqc.search`) for the codes of that level (with ``bpp``: of
+    level 1, before the cut is chosen; with ``lam``: of every level, for its own cuts)."""
+    if sum(v is not None for v in (level, bpp, lam)) > 1:
+        raise ValueError("give only one of level or bpp or lam")
     search = _search(search)
     img = _image(image)
     pixels = img.width * img.height
+    if lam is not None:
+        data, lv, groups = compress_image_rd(lm, img, lam, joint, search)
+        return FileResult(data, lv, 8 * len(data) / pixels, "", groups)
     if bpp is None:
         lv = level if level is not None else 1
         data = compress_image(lm, img, lv, joint, search=search).data
@@ -59,7 +66,7 @@ def compress_file(image, lm: LoadedModel, level: int | None = None,
 
 def compress(image, model: str | LoadedModel = DEFAULT_MODEL, level: int | None = None,
              bpp: float | None = None, joint: bool | None = None,
-             search: int | SearchSettings = 0) -> bytes:
+             search: int | SearchSettings = 0, lam: float | None = None) -> bytes:
     """Compress an image (path or ``PIL.Image``) into ``.hvqc`` bytes.
 
     Args:
@@ -68,16 +75,18 @@ def compress(image, model: str | LoadedModel = DEFAULT_MODEL, level: int | None 
         level: finest level to transmit (1 = best quality); default 1.
         bpp: alternatively a target rate: the finest level, or refinement between two
             levels, at or below it is chosen.
+        lam: alternatively a rate-distortion slope: the level or refinement with the
+            least ``distortion + lam * bpp`` is chosen (distortion: the codec's training
+            distortion, (1 - MS-SSIM) + 10 MSE, of the decoded image); each level and
+            refinement is decoded once to score it.
         joint: code all levels in one stream (smaller for tiny images; cut only with
             the model). Default: the model's choice (``hvqc models``).
         search: steps of the encoder's search for better codes (:mod:`hvqc.search`;
             about 10 is enough, each step costing about one plain encode), or its
             settings; 0 (default) sends the encoder's codes.
     """
-    if level is not None and bpp is not None:
-        raise ValueError("give level or bpp, not both")
     lm = load(model) if isinstance(model, str) else model
-    return compress_file(image, lm, level, bpp, joint, search).data
+    return compress_file(image, lm, level, bpp, joint, search, lam).data
 
 
 def decompress(data: bytes, level: int | None = None, model: LoadedModel | None = None) -> Image.Image:

@@ -37,7 +37,7 @@ from .analysis.metrics import (MS_SSIM_MIN_SIDE, as_float_rgb, bpp, mean_or_none
 from .analysis.rd import bd_rate, quality_overlap, rd_hull
 from .image import IMAGE_SUFFIXES, load_image
 
-__all__ = ["BenchError", "Codec", "Encoded", "JPEG", "WebP", "JPEG2000", "AVIF", "HvqcCodec",
+__all__ = ["BenchError", "Codec", "Encoded", "JPEG", "WebP", "JPEG2000", "AVIF", "HvqcCodec", "HvqcRDCodec",
            "PeerCodec", "KeptCodec", "BUILTIN", "PEER_ARCHS", "list_images", "parse_codecs", "parse_peers",
            "make_codecs", "measure", "run", "summarise", "compressai_json", "bd_rates",
            "write_outputs", "stale_outputs", "BenchResult"]
@@ -51,10 +51,13 @@ class BenchError(ValueError):
 
 @dataclass
 class Encoded:
-    """One encoded image: what the decoder needs, and the bytes a file would hold."""
+    """One encoded image: what the decoder needs, and the bytes a file would hold.
+    ``encode_seconds``: what encoding it costs, for a codec that shares one image's work
+    between its settings (:class:`HvqcRDCodec`); None: the time ``encode`` took."""
 
     data: object
     num_bytes: int
+    encode_seconds: float | None = None
 
 
 class Codec:
@@ -201,6 +204,46 @@ class HvqcCodec(Codec):
         return decompress(enc.data, model=self.lm).convert("RGB")
 
 
+class HvqcRDCodec(HvqcCodec):
+    """hvqc with the cut chosen per image (``hvqc encode --lambda``): the level or
+    refinement with the least training distortion plus ``lambda`` times its bpp, over a
+    ladder of lambdas. An image's cuts are scored once (:func:`hvqc.codec.scored_cuts`)
+    and each lambda picks from them (:func:`hvqc.codec.pick_rd`), the bytes
+    ``hvqc encode --lambda`` writes; each setting's encoding time is that of one such
+    encode. With ``search``, every level's codes are searched for its own cuts: a second
+    entry, ``hvqc-rd-search``."""
+
+    LAMBDAS = (0.5, 0.7, 0.9, 1.2, 1.6, 4, 5.5, 7.5, 10, 14, 20, 30, 45)
+
+    def __init__(self, model: str, search=None):
+        super().__init__(model, search)
+        self.settings = self.LAMBDAS
+        self.key = "hvqc-rd-search" if self.search else "hvqc-rd"
+        tail = f", search {self.search.steps}" if self.search else ""
+        self.name = f"hvqc ({self.lm.name}, per-image lambda{tail})"
+        self.description = (f"hvqc model {self.lm.name!r} (weights {self.lm.sha256[:8]}), whole .hvqc "
+                            f"file at the level or refinement with the least training distortion "
+                            f"+ lambda x bpp, per image (`hvqc encode --lambda`)")
+        if self.search:
+            self.description += (f"; each level's codes searched ({self.search.steps} steps, rate "
+                                 f"weight {self.search.lam:g}) for its own cuts")
+        self._scored = (None, None, 0.0)     # (image, its scored cuts, seconds)
+
+    def label(self, lam) -> str:
+        return f"lambda {lam:g}"
+
+    def encode(self, img: Image.Image, lam) -> Encoded:
+        from .codec import pick_rd, scored_cuts
+        if self._scored[0] is not img:
+            t = time.perf_counter()
+            cuts = scored_cuts(self.lm, img, search=self.search)
+            self._scored = (img, cuts, time.perf_counter() - t)
+        _, cuts, seconds = self._scored
+        t = time.perf_counter()
+        data = pick_rd(cuts, lam, img.width * img.height)[0]
+        return Encoded(data, len(data), seconds + time.perf_counter() - t)
+
+
 def _peer_archs() -> dict:
     """CompressAI's image architectures by zoo name (imported quietly: CompressAI's
     modules trigger torch's ``torch.jit.script`` deprecation warning)."""
@@ -335,7 +378,9 @@ class KeptCodec(Codec):
         return [by[(i, s)] for i in images for s in self.settings]
 
 
-BUILTIN = {"hvqc": HvqcCodec, "jpeg": JPEG, "webp": WebP, "jpeg2000": JPEG2000, "avif": AVIF}
+BUILTIN = {"hvqc": HvqcCodec, "hvqc-rd": HvqcRDCodec, "jpeg": JPEG, "webp": WebP, "jpeg2000": JPEG2000,
+           "avif": AVIF}
+HVQC = ("hvqc", "hvqc-rd")      # built with the model (and with --search, searched too)
 
 
 def list_images(folder: Path, limit: int | None = None) -> list[Path]:
@@ -386,11 +431,13 @@ def make_codecs(names: Sequence[str], model: str = "photo",
     ``search`` (:class:`hvqc.search.SearchSettings`), hvqc with searched codes too; with
     ``keep``, those codecs' results from the earlier bench in ``folder`` (last)."""
     searched = search is not None and search.steps > 0
-    if searched and "hvqc" not in names:
-        raise BenchError("--search needs hvqc among the codecs")
-    codecs = [HvqcCodec(model) if n == "hvqc" else BUILTIN[n]() for n in names]
-    if searched:
-        codecs.insert(names.index("hvqc") + 1, HvqcCodec(model, search))
+    ours = [n for n in names if n in HVQC]
+    if searched and not ours:
+        raise BenchError("--search needs hvqc or hvqc-rd among the codecs")
+    codecs = [BUILTIN[n](model) if n in HVQC else BUILTIN[n]() for n in names]
+    if searched:                                 # each searched entry after its plain one
+        for n in reversed(ours):
+            codecs.insert(names.index(n) + 1, BUILTIN[n](model, search))
     codecs += [PeerCodec(arch, paths) for arch, paths in (peers or {}).items()]
     run = {c.key for c in codecs}
     for key in dict.fromkeys(keep):
@@ -409,7 +456,7 @@ def measure(codec: Codec, img: Image.Image, setting, ref: torch.Tensor | None = 
     ref = as_float_rgb(img) if ref is None else ref
     t = time.perf_counter()
     enc = codec.encode(img, setting)
-    t_enc = time.perf_counter() - t
+    t_enc = time.perf_counter() - t if enc.encode_seconds is None else enc.encode_seconds
     t = time.perf_counter()
     rec = codec.decode(enc, setting)
     t_dec = time.perf_counter() - t
@@ -694,7 +741,8 @@ def write_outputs(res: BenchResult, folder: Path,
     bd = bd_rates(summaries, names)
     if res.notes:
         bd["notes"] = res.notes
-    bds = [bd] + [bd_rates(summaries, names, key) for key in summaries if key == "hvqc-search"]
+    bds = [bd] + [bd_rates(summaries, names, key) for key in summaries
+                  if key in ("hvqc-search", "hvqc-rd", "hvqc-rd-search")]
     outputs = {f"{c.key}.json": _json_bytes(compressai_json(c, res.rows, meta)) for c in res.codecs}
     outputs["results.csv"] = _csv_bytes(res.rows)
     outputs["rd_psnr.png"] = _rd_figure(res, summaries, "psnr-rgb", "PSNR (dB, RGB)")

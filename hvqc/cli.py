@@ -139,13 +139,19 @@ def _check_steps(search: int) -> None:
 
 
 def _plan_encode(inputs, output, suffixes, force: bool, model: str, modality: str,
-                 level: Optional[int], rate_flag: str, rate: Optional[float], search: int = 0):
-    """The checks every encode command makes before any work: level or rate, search steps,
-    inputs and outputs, the model and its modality. Returns ``(pairs, loaded model)``."""
-    if level is not None and rate is not None:
-        raise UserError(f"give --level or {rate_flag}, not both")
+                 level: Optional[int], rate_flag: str, rate: Optional[float], search: int = 0,
+                 lam: Optional[float] = None):
+    """The checks every encode command makes before any work: level, rate or lambda,
+    search steps, inputs and outputs, the model and its modality. Returns ``(pairs,
+    loaded model)``."""
+    given = [f for f, v in (("--level", level), (rate_flag, rate), ("--lambda", lam)) if v is not None]
+    if len(given) > 1:
+        raise UserError(f"give {' or '.join(given)}, not both" if len(given) == 2 else
+                        f"give one of {', '.join(given[:-1])} and {given[-1]}")
     if rate is not None and not rate > 0:
         raise UserError(f"{rate_flag} must be positive")
+    if lam is not None and not 0 < lam < float("inf"):
+        raise UserError(f"--lambda must be a positive number, got {lam}")
     _check_steps(search)
     files, batch = _expand(inputs, suffixes)
     pairs = _plan(files, batch, output, ".hvqc", force)
@@ -176,6 +182,11 @@ def encode(inputs: List[Path] = typer.Argument(..., help="Image files or folders
            bpp: Optional[float] = typer.Option(None, "--bpp",
                                                help="Target rate: the finest level, or refinement "
                                                "between levels, at or below it."),
+           lam: Optional[float] = typer.Option(None, "--lambda", metavar="LAMBDA",
+                                               help="Rate-distortion slope: per image, the level "
+                                               "or refinement with the least distortion + LAMBDA "
+                                               "x bpp (each decoded once to score it; about 1 "
+                                               "to 10 for photo)."),
            joint: Optional[bool] = typer.Option(None, "--joint/--split",
                                                 help="One coder stream for all levels (smaller "
                                                 "for tiny images) or one per level (cut without "
@@ -190,12 +201,12 @@ def encode(inputs: List[Path] = typer.Argument(..., help="Image files or folders
     from .image import IMAGE_SUFFIXES
     try:
         pairs, lm = _plan_encode(inputs, output, IMAGE_SUFFIXES, force, model, "image",
-                                 level, "--bpp", bpp, search)
+                                 level, "--bpp", bpp, search, lam)
     except Exception as e:  # noqa: BLE001
         _report(e)
 
     def work(src: Path, dst: Path) -> None:
-        res = compress_file(src, lm, level=level, bpp=bpp, joint=joint, search=search)
+        res = compress_file(src, lm, level=level, bpp=bpp, joint=joint, search=search, lam=lam)
         if res.note:
             typer.echo(f"hvqc: note: {src}: {res.note}", err=True)
         _atomic_write(dst, lambda f: f.write(res.data))
@@ -370,8 +381,10 @@ def sample(output: Path = typer.Option(..., "-o", "--output",
 @app.command()
 def bench(image_dir: Optional[Path] = typer.Argument(None, help="Image folder (default: the data "
                                                      "folder's kodak/)."),
-          codecs: str = typer.Option("hvqc,jpeg,webp,jpeg2000,avif", "--codecs",
-                                     help="Comma-separated: hvqc, jpeg, webp, jpeg2000, avif."),
+          codecs: str = typer.Option("hvqc,hvqc-rd,jpeg,webp,jpeg2000,avif", "--codecs",
+                                     help="Comma-separated: hvqc (every level and half-way "
+                                     "refinement), hvqc-rd (`hvqc encode --lambda` over a ladder "
+                                     "of lambdas), jpeg, webp, jpeg2000, avif."),
           model: str = typer.Option("photo", "--model", "-m", help="hvqc model (every level is run)."),
           peer: Optional[List[str]] = typer.Option(None, "--peer", help="A CompressAI model, "
                                                    "NAME=CHECKPOINT (e.g. bmshj2018-factorized="
@@ -384,8 +397,9 @@ def bench(image_dir: Optional[Path] = typer.Argument(None, help="Image folder (d
                                              "not measured again."),
           limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images."),
           search: int = typer.Option(0, "--search", metavar="STEPS",
-                                     help="Also run hvqc with its codes searched for this many "
-                                     "steps (`hvqc encode --search`), as codec hvqc-search."),
+                                     help="Also run hvqc and hvqc-rd with their codes searched "
+                                     "for this many steps (`hvqc encode --search`), as codecs "
+                                     "hvqc-search and hvqc-rd-search."),
           force: bool = typer.Option(False, "--force", "-f",
                                      help="Write into a non-empty results folder.")):
     """Bitrate against quality (PSNR, MS-SSIM) of hvqc and other codecs; BD-rates, plots."""

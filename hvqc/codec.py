@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import replace
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -26,7 +27,8 @@ from .zoo import LoadedModel
 
 __all__ = ["CompressResult", "compress_codes", "decompress_codes", "compress_image", "compress_image_to",
            "check_search", "searchable_levels", "colour_log_slope", "SEARCH_MAX_PIXELS",
-           "decompress_image", "recode", "level_shapes", "default_joint", "ALPHA_TAG"]
+           "decompress_image", "recode", "scored_cuts", "compress_image_rd", "pick_rd", "level_shapes",
+           "default_joint", "ALPHA_TAG"]
 
 ALPHA_TAG = 1   # extras tag: zlib-deflated 8-bit alpha plane, row-major
 SEARCH_MAX_PIXELS = 4_000_000   # the search's backward pass: about 1.3 GB in all for Kodak's 0.4 MP
@@ -54,12 +56,24 @@ def check_search(lm: LoadedModel, level: int) -> None:
                          f"means; {lm.name!r} re-quantizes (descent \"hqa\")")
 
 
+class _Item(NamedTuple):
+    """An image made ready for coding (:func:`_item`)."""
+
+    codes: list[torch.Tensor]                         # every level, bottom first
+    header: bitstream.Header                          # levels to be filled in
+    extras: dict[int, bytes]                          # those of every cut (alpha)
+    with_colour: Callable[[bytes, int, int], bytes]   # (file, level, groups) -> file
+    scored: Callable[[bytes, int, int], tuple[bytes, float]]  # -> (file, distortion)
+
+
 def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
-          search: SearchSettings | None = None, level: int = 1):
+          search: SearchSettings | None = None, level: int = 1) -> _Item:
     """An image's codes (every level, bottom first; with ``search``, those of ``level``
-    searched), the file header (levels to be filled in), the extras of every cut, and
-    ``with_colour(data, level, groups)``, which adds a cut's colour correction to its file
-    (decoding the cut to fit it)."""
+    searched), the file header, the extras of every cut, ``with_colour(data, level,
+    groups)``, which adds a cut's colour correction to its file where one pays (decoding
+    the cut to fit it), and ``scored(data, level, groups)``, which returns that file and
+    the training distortion (:func:`hvqc.losses.image_distortion`) of what it decodes to
+    against the image."""
     if lm.modality != "image":
         raise ValueError(f"model {lm.name!r} is a {lm.modality} model, not an image model")
     if img.mode not in MODES:
@@ -73,7 +87,8 @@ def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
                              f"(its gradients need about 2.5 kB a pixel); this one has "
                              f"{img.width * img.height}: encode it without --search")
     x, alpha = to_tensor(img)
-    xp = pad_to(to_channels(x, lm.model.config.channels), lm.model.config.stride(n - 1))
+    target = to_channels(x, lm.model.config.channels)
+    xp = pad_to(target, lm.model.config.stride(n - 1))
     codes = lm.model.encode(xp)
     if searching:
         codes = search_codes(lm.model, xp, codes, level - 1, image_distortion, img.width * img.height,
@@ -82,20 +97,27 @@ def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
     header = bitstream.Header(model=lm.name, weights_hash=lm.hash_prefix, width=img.width,
                               height=img.height, mode=img.mode, num_levels=n, levels=(),
                               joint=default_joint(lm) if joint is None else joint)
+    slope = colour_log_slope(lm)
 
-    def with_colour(data: bytes, cut: int, groups: int) -> bytes:
-        """The file of one cut with its colour correction, where one pays (:mod:`hvqc.colour`)."""
-        slope = colour_log_slope(lm)
-        if slope is None:
-            return data
+    def coloured(data: bytes, cut: int, groups: int, decoded: bool) -> tuple[bytes, torch.Tensor | None]:
+        """The file of one cut with its colour correction, where one pays
+        (:mod:`hvqc.colour`), and (if ``decoded`` or needed for the fit) the signal it
+        decodes to, ``[1, C, H, W]`` before the decoder's clamping and rounding."""
+        if slope is None and not decoded:
+            return data, None
         y = reconstruct(lm, codes, cut - 1, groups)[..., : img.height, : img.width]
-        blob = colour.fit(y, to_channels(x, lm.model.config.channels), 8 * len(data), slope)
+        blob = None if slope is None else colour.fit(y, target, 8 * len(data), slope)
         if blob is None:
-            return data
+            return data, y
         c = bitstream.read(data)
-        return bitstream.write(replace(c, extras={**c.extras, bitstream.COLOUR_TAG: blob}))
+        return bitstream.write(replace(c, extras={**c.extras, bitstream.COLOUR_TAG: blob})), colour.apply(y, blob)
 
-    return codes, header, extras, with_colour
+    def scored(data: bytes, cut: int, groups: int) -> tuple[bytes, float]:
+        data, y = coloured(data, cut, groups, True)
+        y = y.clamp(0, 1).mul(255).round().div(255)   # the 8-bit image the decoder writes
+        return data, float(image_distortion(y, target))
+
+    return _Item(codes, header, extras, lambda data, cut, groups: coloured(data, cut, groups, False)[0], scored)
 
 
 @torch.no_grad()
@@ -115,9 +137,9 @@ def compress_image(lm: LoadedModel, img: Image.Image, level: int = 1,
     if groups and not 0 < groups < num_groups(lm, level - 1):
         raise ValueError(f"groups must be in 1..{num_groups(lm, level - 1) - 1} for level {level} "
                          f"of model {lm.name!r}, got {groups}")
-    codes, header, extras, with_colour = _item(lm, img, joint, search, level)
-    res = write_cut(lm, codes, header, extras, level, groups)
-    return replace(res, data=with_colour(res.data, level, groups))
+    it = _item(lm, img, joint, search, level)
+    res = write_cut(lm, it.codes, it.header, it.extras, level, groups)
+    return replace(res, data=it.with_colour(res.data, level, groups))
 
 
 @torch.no_grad()
@@ -128,11 +150,53 @@ def compress_image_to(lm: LoadedModel, img: Image.Image, bpp: float, joint: bool
     (:func:`cut_files`), with the chosen cut's colour correction where the file still
     fits with it (one decode). Returns ``(bytes, level, groups, note)`` as
     :func:`pick_level` does (the coarsest, with a note, when nothing fits)."""
-    codes, header, extras, with_colour = _item(lm, img, joint, search)
+    it = _item(lm, img, joint, search)
     size = img.width * img.height
-    data, level, groups, note = pick_level(cut_files(lm, codes, header, extras), size, bpp, "bpp", lm)
-    coloured = with_colour(data, level, groups)
+    data, level, groups, note = pick_level(cut_files(lm, it.codes, it.header, it.extras), size, bpp, "bpp", lm)
+    coloured = it.with_colour(data, level, groups)
     return (coloured if 8 * len(coloured) / size <= bpp else data), level, groups, note
+
+
+@torch.no_grad()
+def scored_cuts(lm: LoadedModel, img: Image.Image, joint: bool | None = None,
+                search: SearchSettings | None = None) -> list[tuple[bytes, int, int, float]]:
+    """Every level and refinement of an image as its file would be written (colour
+    correction included), each with the distortion of what it decodes to
+    (:func:`hvqc.losses.image_distortion`, the training distortion, on the 8-bit
+    image): ``(bytes, level, groups, distortion)``, finest first. With ``search``, each
+    level's cuts come from its own searched codes (:func:`searchable_levels`; the
+    levels above the last searchable one from its codes). One decode per cut."""
+    searching = search is not None and search.steps > 0
+    levels = searchable_levels(lm) if searching else [1]
+    out = []
+    for i, lv in enumerate(levels):
+        it = _item(lm, img, joint, search if searching else None, lv)
+        last = i == len(levels) - 1
+        for data, level, groups in cut_files(lm, it.codes, it.header, it.extras, lv):
+            if level == lv or last:
+                data, d = it.scored(data, level, groups)
+                out.append((data, level, groups, d))
+    return out
+
+
+@torch.no_grad()
+def compress_image_rd(lm: LoadedModel, img: Image.Image, lam: float, joint: bool | None = None,
+                      search: SearchSettings | None = None) -> tuple[bytes, int, int]:
+    """The level or refinement of an image that minimises ``distortion + lam * bpp``
+    (:func:`scored_cuts`: the training distortion of the decoded image, the whole
+    file's rate): the codec's own trade-off, so one ``lam`` gives every image the cut
+    where its rate-distortion curve has that slope, as an encoder's rate-distortion
+    optimisation does. Returns ``(bytes, level, groups)``."""
+    if not lam > 0:
+        raise ValueError(f"lambda must be positive, got {lam}")
+    return pick_rd(scored_cuts(lm, img, joint, search), lam, img.width * img.height)
+
+
+def pick_rd(cuts: list[tuple[bytes, int, int, float]], lam: float, pixels: int) -> tuple[bytes, int, int]:
+    """Of :func:`scored_cuts`, the one with the least ``distortion + lam * bpp`` (ties:
+    the smaller file)."""
+    data, level, groups, _ = min(cuts, key=lambda c: (c[3] + lam * 8 * len(c[0]) / pixels, len(c[0])))
+    return data, level, groups
 
 
 @torch.no_grad()

@@ -282,7 +282,7 @@ def test_search_adds_a_second_hvqc_entry(tiny, images, photo_img, tmp_path, monk
 
 def test_cli_search_is_checked(cli, images, tmp_path):
     for args, msg in ((["--search", "-1"], "--search must be 0 or more steps, got -1"),
-                      (["--codecs", "jpeg", "--search", "2"], "--search needs hvqc among the codecs")):
+                      (["--codecs", "jpeg", "--search", "2"], "--search needs hvqc or hvqc-rd among the codecs")):
         rc, _, err = cli("bench", images, *args, "-o", tmp_path / "out")
         _one_error(rc, err, msg)
         assert list(tmp_path.iterdir()) == []
@@ -363,3 +363,34 @@ def test_cli_keep_errors(cli, images, tmp_path):
     _one_error(rc, err, "--keep bad", "not a bench result")
     (out / "bad.json").rename(out / "bd_rate.json")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == snapshot    # nothing written
+
+
+def test_lambda_entry_measures_the_files_encode_lambda_writes(tiny, images, photo_img, tmp_path, monkeypatch):
+    """``hvqc-rd``: every lambda of the ladder, the bytes ``hvqc encode --lambda`` writes;
+    the image's cuts are scored once and each setting is charged that encode's time."""
+    from hvqc import zoo
+    from hvqc.search import SearchSettings
+    monkeypatch.setattr(zoo, "load", lambda name: tiny)
+    s = SearchSettings(steps=2, lr=0.1)
+    monkeypatch.setattr(bench.HvqcRDCodec, "LAMBDAS", (1e-6, 0.03, 0.3, 1e6))   # the tiny model's slopes
+    codecs = bench.make_codecs(["hvqc", "hvqc-rd", "jpeg"], "tiny", search=s)
+    assert [c.key for c in codecs] == ["hvqc", "hvqc-search", "hvqc-rd", "hvqc-rd-search", "jpeg"]
+    rd, rds = codecs[2], codecs[3]
+    assert rd.settings == (1e-6, 0.03, 0.3, 1e6) and rd.label(1.6) == "lambda 1.6"
+    assert rds.name == "hvqc (tiny, per-image lambda, search 2)"
+    calls = []
+    real = codec_mod.scored_cuts
+    monkeypatch.setattr(codec_mod, "scored_cuts", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rows = [bench.measure(rd, photo_img, lam)[0] for lam in rd.settings]
+    assert len(calls) == 1                                  # scored once for the whole ladder
+    for lam, row in zip(rd.settings, rows):
+        want = codec_mod.compress_image_rd(tiny, photo_img, lam)[0]
+        assert row["bytes"] == len(want) and row["codec"] == "hvqc-rd"
+        assert row["encoding_time"] >= rows[0]["encoding_time"] * 0.999
+    assert len({r["bytes"] for r in rows}) > 1
+    assert [r["bytes"] for r in rows] == sorted((r["bytes"] for r in rows), reverse=True)
+    res = bench.run(sorted(images.glob("*.png"))[:1], [codecs[0], rd, codecs[4]], progress=False)
+    paths = {p.name for p in bench.write_outputs(res, tmp_path)}
+    assert {"hvqc-rd.json", "bd_rate.json", "bd_rate-hvqc-rd.json"} <= paths
+    bd = json.loads((tmp_path / "bd_rate-hvqc-rd.json").read_text())
+    assert bd["test"] == "hvqc-rd" and set(bd["against"]) == {"hvqc", "jpeg"}

@@ -102,6 +102,17 @@ def test_level_3_is_smaller(work):
     assert bitstream.read((work / "l3.hvqc").read_bytes()).header.levels == (3,)
 
 
+def test_lambda_writes_the_cut_the_api_picks(work, cli, tmp_path, tiny):
+    for lam in ("1e-6", "0.3"):
+        rc, out, err = cli("encode", work / "photo.png", "-m", "tiny", "--lambda", lam,
+                           "-o", tmp_path / f"{lam}.hvqc")
+        assert (rc, out, err) == (0, "", ""), err
+        got = (tmp_path / f"{lam}.hvqc").read_bytes()
+        assert got == api.compress(work / "photo.png", tiny, lam=float(lam))
+        rc, _, err = cli("decode", tmp_path / f"{lam}.hvqc", "-o", tmp_path / f"{lam}.png")
+        assert rc == 0 and Image.open(tmp_path / f"{lam}.png").size == (96, 64), err
+
+
 def test_bpp_target(work, cli, tmp_path, plain, tiny):
     from hvqc.codec import file_cuts
     px = 96 * 64
@@ -195,6 +206,12 @@ NEGATIVE = {
                 ["level must be in 1..3"]),
     "level_and_bpp": (None, ["encode", "{photo}", "-m", "tiny", "--level", "2", "--bpp", "0.5",
                              "-o", "{out}/x.hvqc"], ["--level or --bpp, not both"]),
+    "bpp_and_lambda": (None, ["encode", "{photo}", "-m", "tiny", "--bpp", "0.5", "--lambda", "2",
+                              "-o", "{out}/x.hvqc"], ["--bpp or --lambda, not both"]),
+    "lambda_zero": (None, ["encode", "{photo}", "-m", "tiny", "--lambda", "0", "-o", "{out}/x.hvqc"],
+                    ["--lambda must be a positive number, got 0.0"]),
+    "lambda_nan": (None, ["encode", "{photo}", "-m", "tiny", "--lambda", "nan", "-o", "{out}/x.hvqc"],
+                   ["--lambda must be a positive number, got nan"]),
     "file_names_unknown_model": (_unknown_model, ["decode", "{in}/bad.hvqc", "-o", "{out}/x.png"],
                                  ["unknown model 'nosuch'"]),
 }

@@ -177,6 +177,62 @@ def test_bpp_picks_the_finest_cut_under_target(tiny, files, photo_img, plain):
     assert res.note.startswith("no level reaches") and "(level 3, 1 of 4 groups," in res.note
 
 
+def test_scored_cuts_score_what_each_file_decodes_to(tiny, photo_img):
+    """Every cut, finest first, as its own encode writes it (colour correction
+    included), scored with the training distortion of the image its file decodes to."""
+    from hvqc.losses import image_distortion
+    scored = codec.scored_cuts(tiny, photo_img)
+    assert [(lv, g) for _, lv, g, _ in scored] == [(lv, g) for lv in (1, 2, 3) for g in (0, 3, 2, 1)]
+    ref = torch.from_numpy(pixels(photo_img)).permute(2, 0, 1)[None].float() / 255
+    for data, lv, g, d in scored:
+        assert data == codec.compress_image(tiny, photo_img, lv, groups=g).data
+        out = torch.from_numpy(pixels(api.decompress(data))).permute(2, 0, 1)[None].float() / 255
+        assert d == pytest.approx(float(image_distortion(out, ref)), rel=1e-5, abs=1e-6)
+    ds = [d for _, _, g, d in scored if g == 0]
+    assert ds == sorted(ds)                       # coarser levels decode worse
+
+
+def test_lambda_picks_the_least_distortion_plus_rate(tiny, photo_img):
+    px = 96 * 64
+    scored = codec.scored_cuts(tiny, photo_img)
+    picked = []
+    for lam in (1e-6, 0.3, 1, 3, 10, 30, 1e6):
+        res = api.compress_file(photo_img, tiny, lam=lam)
+        want = min(scored, key=lambda c: c[3] + lam * 8 * len(c[0]) / px)
+        assert (res.data, res.level, res.groups) == want[:3], lam
+        assert res.bpp == 8 * len(res.data) / px and res.note == ""
+        c = bitstream.read(res.data).header
+        assert (c.levels[-1], c.groups) == (res.level, res.groups)
+        picked.append(res)
+    assert (picked[0].level, picked[0].groups) == min(scored, key=lambda c: c[3])[1:3]
+    assert len(picked[-1].data) == min(len(c[0]) for c in scored)
+    rates = [r.bpp for r in picked]
+    assert rates == sorted(rates, reverse=True)   # a steeper slope never buys more bits
+    assert api.compress(photo_img, tiny, lam=3) == picked[3].data
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(ValueError, match="lambda must be positive"):
+            codec.compress_image_rd(tiny, photo_img, bad)
+    with pytest.raises(ValueError, match="only one of level or bpp or lam"):
+        api.compress(photo_img, tiny, bpp=0.5, lam=3)
+
+
+def test_lambda_with_search_scores_each_levels_own_searched_codes(tiny, photo_img, monkeypatch):
+    """With the search, a level's cuts come from codes searched at that level."""
+    from hvqc.search import SearchSettings
+    s = SearchSettings(steps=2, lr=0.1)
+    monkeypatch.setitem(tiny.info, "descent", "mean")        # every level searchable
+    scored = codec.scored_cuts(tiny, photo_img, search=s)
+    assert [(lv, g) for _, lv, g, _ in scored] == [(lv, g) for lv in (1, 2, 3) for g in (0, 3, 2, 1)]
+    for data, lv, g, _ in scored:
+        assert data == codec.compress_image(tiny, photo_img, lv, groups=g, search=s).data
+    monkeypatch.setitem(tiny.info, "descent", "hqa")         # level 1 only: its codes for every cut
+    scored = codec.scored_cuts(tiny, photo_img, search=s)
+    for data, lv, g, _ in scored[4:]:
+        searched = codec.compress_image(tiny, photo_img, 1, search=s).data
+        cut = [d for d, l2, g2 in codec.file_cuts(searched, tiny) if (l2, g2) == (lv, g)][0]
+        assert bitstream.read(data).segments == bitstream.read(cut).segments
+
+
 def test_a_refinement_decodes_through_the_prior_mean(tiny, photo_img, plain):
     x, _ = to_tensor(photo_img)
     codes = tiny.model.encode(x)

@@ -97,3 +97,18 @@ def test_search_raises_quality_at_about_the_same_rate(photo, level):
         out.append((len(res.data), psnr(rec, ref), ms_ssim(rec, ref)))
     (n0, p0, m0), (n1, p1, m1) = out
     assert n1 <= 1.06 * n0 and p1 > p0 + 0.03 and m1 > m0 + 0.0015, out
+
+
+def test_lambda_moves_down_the_levels_as_it_grows(photo):
+    """``--lambda``: on a crop of the parrots, the slopes 0.5 / 4 / 32 pick levels 1 / 2 / 3
+    (their whole files: 0.122 / 0.036 / 0.012 bpp), and a steeper slope never takes a
+    larger file (the training distortion, (1 - MS-SSIM) + 10 MSE, per bpp: the scale
+    the CLI's help gives)."""
+    from hvqc.codec import pick_rd, scored_cuts
+    img = Image.open(KODIM).convert("RGB").crop((128, 64, 384, 256))
+    scored = scored_cuts(photo, img)
+    px = img.width * img.height
+    picks = {lam: pick_rd(scored, lam, px) for lam in (0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)}
+    assert [picks[lam][1:] for lam in (0.5, 4, 32)] == [(1, 0), (2, 0), (3, 0)]
+    sizes = [len(p[0]) for p in picks.values()]
+    assert sizes == sorted(sizes, reverse=True)
