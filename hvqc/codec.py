@@ -60,6 +60,7 @@ class _Item(NamedTuple):
     """An image made ready for coding (:func:`_item`)."""
 
     codes: list[torch.Tensor]                         # every level, bottom first
+    encoded: list[torch.Tensor]                       # the encoder's, before any search
     header: bitstream.Header                          # levels to be filled in
     extras: dict[int, bytes]                          # those of every cut (alpha)
     with_colour: Callable[[bytes, int, int], bytes]   # (file, level, groups) -> file
@@ -67,13 +68,15 @@ class _Item(NamedTuple):
 
 
 def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
-          search: SearchSettings | None = None, level: int = 1) -> _Item:
+          search: SearchSettings | None = None, level: int = 1,
+          encoded: list[torch.Tensor] | None = None) -> _Item:
     """An image's codes (every level, bottom first; with ``search``, those of ``level``
     searched), the file header, the extras of every cut, ``with_colour(data, level,
     groups)``, which adds a cut's colour correction to its file where one pays (decoding
     the cut to fit it), and ``scored(data, level, groups)``, which returns that file and
     the training distortion (:func:`hvqc.losses.image_distortion`) of what it decodes to
-    against the image."""
+    against the image. ``encoded``: the encoder's codes of this image, when an earlier
+    call made them (:attr:`_Item.encoded`; not encoded again)."""
     if lm.modality != "image":
         raise ValueError(f"model {lm.name!r} is a {lm.modality} model, not an image model")
     if img.mode not in MODES:
@@ -89,9 +92,9 @@ def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
     x, alpha = to_tensor(img)
     target = to_channels(x, lm.model.config.channels)
     xp = pad_to(target, lm.model.config.stride(n - 1))
-    codes = lm.model.encode(xp)
+    codes = encoded = lm.model.encode(xp) if encoded is None else encoded
     if searching:
-        codes = search_codes(lm.model, xp, codes, level - 1, image_distortion, img.width * img.height,
+        codes = search_codes(lm.model, xp, encoded, level - 1, image_distortion, img.width * img.height,
                              search, crop=(img.height, img.width))
     extras = {ALPHA_TAG: zlib.compress(alpha.tobytes(), 9)} if alpha is not None else {}
     header = bitstream.Header(model=lm.name, weights_hash=lm.hash_prefix, width=img.width,
@@ -117,7 +120,7 @@ def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
         y = y.clamp(0, 1).mul(255).round().div(255)   # the 8-bit image the decoder writes
         return data, float(image_distortion(y, target))
 
-    return _Item(codes, header, extras, lambda data, cut, groups: coloured(data, cut, groups, False)[0], scored)
+    return _Item(codes, encoded, header, extras, lambda data, cut, groups: coloured(data, cut, groups, False)[0], scored)
 
 
 @torch.no_grad()
@@ -168,9 +171,10 @@ def scored_cuts(lm: LoadedModel, img: Image.Image, joint: bool | None = None,
     levels above the last searchable one from its codes). One decode per cut."""
     searching = search is not None and search.steps > 0
     levels = searchable_levels(lm) if searching else [1]
-    out = []
+    out, encoded = [], None
     for i, lv in enumerate(levels):
-        it = _item(lm, img, joint, search if searching else None, lv)
+        it = _item(lm, img, joint, search if searching else None, lv, encoded)
+        encoded = it.encoded                      # one encode; each level searched from it
         last = i == len(levels) - 1
         for data, level, groups in cut_files(lm, it.codes, it.header, it.extras, lv):
             if level == lv or last:
