@@ -186,7 +186,8 @@ def encode(inputs: List[Path] = typer.Argument(..., help="Image files or folders
                                                help="Rate-distortion slope: per image, the level "
                                                "or refinement with the least distortion + LAMBDA "
                                                "x bpp (each decoded once to score it; about 1 "
-                                               "to 10 for photo)."),
+                                               "to 10 for photo). With --search, each level's "
+                                               "codes are searched for the same trade-off."),
            joint: Optional[bool] = typer.Option(None, "--joint/--split",
                                                 help="One coder stream for all levels (smaller "
                                                 "for tiny images) or one per level (cut without "

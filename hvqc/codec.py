@@ -190,9 +190,13 @@ def compress_image_rd(lm: LoadedModel, img: Image.Image, lam: float, joint: bool
     (:func:`scored_cuts`: the training distortion of the decoded image, the whole
     file's rate): the codec's own trade-off, so one ``lam`` gives every image the cut
     where its rate-distortion curve has that slope, as an encoder's rate-distortion
-    optimisation does. Returns ``(bytes, level, groups)``."""
+    optimisation does. With ``search``, every level's codes are searched for this same
+    trade-off: the search's rate weight is ``lam`` (its own ``lam`` is not used), so the
+    codes and the cut minimise one objective. Returns ``(bytes, level, groups)``."""
     if not lam > 0:
         raise ValueError(f"lambda must be positive, got {lam}")
+    if search is not None:
+        search = replace(search, lam=lam)
     return pick_rd(scored_cuts(lm, img, joint, search), lam, img.width * img.height)
 
 

@@ -373,6 +373,7 @@ def test_lambda_entry_measures_the_files_encode_lambda_writes(tiny, images, phot
     monkeypatch.setattr(zoo, "load", lambda name: tiny)
     s = SearchSettings(steps=2, lr=0.1)
     monkeypatch.setattr(bench.HvqcRDCodec, "LAMBDAS", (1e-6, 0.03, 0.3, 1e6))   # the tiny model's slopes
+    monkeypatch.setattr(bench.HvqcRDCodec, "SEARCH_LAMBDAS", (0.03, 1e6))
     codecs = bench.make_codecs(["hvqc", "hvqc-rd", "jpeg"], "tiny", search=s)
     assert [c.key for c in codecs] == ["hvqc", "hvqc-search", "hvqc-rd", "hvqc-rd-search", "jpeg"]
     rd, rds = codecs[2], codecs[3]
@@ -389,6 +390,13 @@ def test_lambda_entry_measures_the_files_encode_lambda_writes(tiny, images, phot
         assert row["encoding_time"] >= rows[0]["encoding_time"] * 0.999
     assert len({r["bytes"] for r in rows}) > 1
     assert [r["bytes"] for r in rows] == sorted((r["bytes"] for r in rows), reverse=True)
+    assert rds.settings == (0.03, 1e6) and "rate weight lambda" in rds.description
+    calls.clear()                                           # searched: one encode per lambda
+    for lam in rds.settings:
+        row = bench.measure(rds, photo_img, lam)[0]
+        want = codec_mod.compress_image_rd(tiny, photo_img, lam, search=s)[0]
+        assert row["bytes"] == len(want) and row["codec"] == "hvqc-rd-search"
+    assert len(calls) == 2 * len(rds.settings)              # the bench's and this test's
     res = bench.run(sorted(images.glob("*.png"))[:1], [codecs[0], rd, codecs[4]], progress=False)
     paths = {p.name for p in bench.write_outputs(res, tmp_path)}
     assert {"hvqc-rd.json", "bd_rate.json", "bd_rate-hvqc-rd.json"} <= paths

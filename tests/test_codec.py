@@ -233,6 +233,30 @@ def test_lambda_with_search_scores_each_levels_own_searched_codes(tiny, photo_im
         assert bitstream.read(data).segments == bitstream.read(cut).segments
 
 
+def test_lambda_with_search_searches_for_the_same_trade_off(tiny, photo_img, monkeypatch):
+    """``--lambda`` with ``--search``: every level's codes are searched with the rate
+    weight lambda (the settings' own weight is not used), and the cut is picked from
+    those codes' files."""
+    from dataclasses import replace
+    from hvqc import search as search_mod
+    from hvqc.search import SearchSettings
+    monkeypatch.setitem(tiny.info, "descent", "mean")        # every level searchable
+    s = SearchSettings(steps=2, lr=0.1, lam=1.0)
+    seen = []
+    real = search_mod.search_codes
+    monkeypatch.setattr(codec, "search_codes",
+                        lambda *a, **k: seen.append((a[3], a[6].lam)) or real(*a, **k))
+    for lam in (0.03, 3.0):
+        seen.clear()
+        data, lv, g = codec.compress_image_rd(tiny, photo_img, lam, search=s)
+        assert seen == [(0, lam), (1, lam), (2, lam)]         # each level, searched for lambda
+        seen.clear()
+        want = codec.pick_rd(codec.scored_cuts(tiny, photo_img, search=replace(s, lam=lam)), lam, 96 * 64)
+        assert (data, lv, g) == want
+        assert api.compress(photo_img, tiny, lam=lam, search=s) == data
+    assert s.lam == 1.0                                       # the caller's settings untouched
+
+
 def test_a_refinement_decodes_through_the_prior_mean(tiny, photo_img, plain):
     x, _ = to_tensor(photo_img)
     codes = tiny.model.encode(x)
