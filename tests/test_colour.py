@@ -159,3 +159,22 @@ def test_normal_equations_match_the_dense_design(height, width, step):
         dtd, dtx = got[g]
         assert torch.allclose(dtd, d.T @ d, rtol=1e-12, atol=1e-12)
         assert torch.allclose(dtx, d.T @ xs.movedim(0, -1).reshape(-1, 3), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("height, width", [(37, 53), (1, 9), (5, 1), (130, 70)])
+def test_the_map_applied_is_the_fitted_design(height, width, monkeypatch):
+    """:func:`colour.apply` (separable, in blocks of rows) must compute what the fit
+    models: the dense design ``D`` (one row per pixel, every node's weight times every
+    feature) times the weights, for every kind and grid, across block boundaries."""
+    monkeypatch.setattr(colour, "_ROWS", 256)          # several blocks of rows
+    g_ = torch.Generator().manual_seed(height + width)
+    y = torch.rand(3, height, width, generator=g_, dtype=torch.float64)
+    for kind in range(len(colour.KINDS)):
+        f = colour.features(y, kind)
+        for g in (1, 2, 3, 5):
+            w = torch.randn(g * g * f.shape[0], 3, generator=g_, dtype=torch.float64)
+            vh, vw = colour._hat(height, g, torch.float64), colour._hat(width, g, torch.float64)
+            nodes = (vh[:, None, :, None] * vw[None, :, None, :]).flatten(2)        # [h, w, g * g]
+            d = (nodes[..., :, None] * f.movedim(0, -1)[..., None, :]).reshape(-1, g * g * f.shape[0])
+            want = (d @ w).T.reshape(3, height, width)
+            assert torch.allclose(colour._map(y, kind, g, w), want, rtol=1e-12, atol=1e-12)
