@@ -326,6 +326,23 @@ def test_coder_ignores_memory_layout():
     assert np.array_equal(entropy.decode_symbols(data, pmf), sym)
 
 
+@pytest.mark.parametrize("level", [1, 3])
+def test_channels_last_weights_change_only_rounding(tiny, big_img, level):
+    """The loaded model runs channels-last (:func:`hvqc.zoo.load`, for speed); the same
+    weights in the default layout must give the same file and, up to float rounding,
+    the same signal from it (the coder's inputs come from the float64 copy)."""
+    import copy
+    conv = [p for p in tiny.model.parameters() if p.dim() == 4]
+    assert conv and all(p.is_contiguous(memory_format=torch.channels_last) for p in conv)
+    assert all(p.is_contiguous() and p.dtype == torch.float64 for p in tiny.model64.parameters())
+    plain = replace(tiny, model=copy.deepcopy(tiny.model).to(memory_format=torch.contiguous_format))
+    files = [codec.compress_image(lm, big_img, level).data for lm in (tiny, plain)]
+    assert files[0] == files[1]
+    c = bitstream.read(files[0])
+    ys = [codec.decode_levels(lm, c) for lm in (tiny, plain)]
+    assert torch.allclose(ys[0], ys[1], rtol=0, atol=1e-5)
+
+
 # --- golden --------------------------------------------------------------------
 
 def test_golden_file(tiny, photo_path):
