@@ -127,7 +127,8 @@ def main() -> None:
 
     def verdict(peer: dict) -> dict:
         return {k: {"encode_faster": mean[k]["encode_s"] < peer["encode_s"],
-                    "decode_faster": mean[k]["decode_s"] < peer["decode_s"]} for k in keys[:-2]}
+                    "decode_faster": mean[k]["decode_s"] < peer["decode_s"]}
+                for k in keys if k not in (PEER, PEER_CL)}
     result = {"model": args.model, "images": [f.name for f in files], "threads": args.threads,
               "repeats": args.repeats, "search_steps": args.search, "statistic": "median of repeats, mean over images",
               "peer": {"arch": "bmshj2018-factorized", "N": 128, "M": 192,

@@ -175,7 +175,7 @@ def _map(y: torch.Tensor, kind: int, g: int, w: torch.Tensor) -> torch.Tensor:
         f = features(y[:, r:r + per], kind).movedim(0, -1)         # [h, W, F]
         wr = torch.einsum("ha,abfc->hfbc", vh[r:r + per], w).flatten(2)   # [h, F, g * C]
         m = torch.bmm(f, wr).unflatten(-1, (g, c))                 # [h, W, g, C]
-        out.append((m[..., 0, :] if g == 1 else (vw[:, :, None] * m).sum(-2)).movedim(-1, 0))
+        out.append((vw[:, :, None] * m).sum(-2).movedim(-1, 0))
     return torch.cat(out, 1)
 
 

@@ -1,4 +1,5 @@
 """Tests for hvqc.codec and hvqc.api with the tiny test model."""
+import copy
 import hashlib
 import io
 import json
@@ -331,7 +332,6 @@ def test_channels_last_weights_change_only_rounding(tiny, big_img, level):
     """The loaded model runs channels-last (:func:`hvqc.zoo.load`, for speed); the same
     weights in the default layout must give the same file and, up to float rounding,
     the same signal from it (the coder's inputs come from the float64 copy)."""
-    import copy
     conv = [p for p in tiny.model.parameters() if p.dim() == 4]
     assert conv and all(p.is_contiguous(memory_format=torch.channels_last) for p in conv)
     assert all(p.is_contiguous() and p.dtype == torch.float64 for p in tiny.model64.parameters())

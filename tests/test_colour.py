@@ -30,6 +30,15 @@ def affine(y, m, b):
     return torch.einsum("ij,bjhw->bihw", m, y) + b.view(1, -1, 1, 1)
 
 
+def dense_design(f: torch.Tensor, height: int, width: int, g: int, step: int = 1) -> torch.Tensor:
+    """The fit's design written out densely: one row per pixel of features ``f``
+    ``[F, h, w]`` (every ``step``-th row and column of a ``height x width`` image), each
+    node's bilinear weight times each feature, ``[h * w, g * g * F]``."""
+    vh, vw = colour._hat(height, g, torch.float64)[::step], colour._hat(width, g, torch.float64)[::step]
+    nodes = (vh[:, None, :, None] * vw[None, :, None, :]).flatten(2)                 # [h, w, g * g]
+    return (nodes[..., :, None] * f.movedim(0, -1)[..., None, :]).reshape(-1, g * g * f.shape[0])
+
+
 def bits_of(y) -> float:
     """A file of 0.1 bpp: what the rate test weighs a map's bytes against."""
     return 0.1 * y.shape[-1] * y.shape[-2]
@@ -153,9 +162,7 @@ def test_normal_equations_match_the_dense_design(height, width, step):
     got = colour._normal_equations(f, xs, height, width, step)
     assert sorted(got) == list(colour.GRIDS)
     for g in colour.GRIDS:
-        vh, vw = colour._hat(height, g, torch.float64)[::step], colour._hat(width, g, torch.float64)[::step]
-        nodes = (vh[:, None, :, None] * vw[None, :, None, :]).flatten(2)             # [h, w, g * g]
-        d = (nodes[..., :, None] * f.movedim(0, -1)[..., None, :]).reshape(-1, g * g * f.shape[0])
+        d = dense_design(f, height, width, g, step)
         dtd, dtx = got[g]
         assert torch.allclose(dtd, d.T @ d, rtol=1e-12, atol=1e-12)
         assert torch.allclose(dtx, d.T @ xs.movedim(0, -1).reshape(-1, 3), rtol=1e-12, atol=1e-12)
@@ -173,8 +180,5 @@ def test_the_map_applied_is_the_fitted_design(height, width, monkeypatch):
         f = colour.features(y, kind)
         for g in (1, 2, 3, 5):
             w = torch.randn(g * g * f.shape[0], 3, generator=g_, dtype=torch.float64)
-            vh, vw = colour._hat(height, g, torch.float64), colour._hat(width, g, torch.float64)
-            nodes = (vh[:, None, :, None] * vw[None, :, None, :]).flatten(2)        # [h, w, g * g]
-            d = (nodes[..., :, None] * f.movedim(0, -1)[..., None, :]).reshape(-1, g * g * f.shape[0])
-            want = (d @ w).T.reshape(3, height, width)
+            want = (dense_design(f, height, width, g) @ w).T.reshape(3, height, width)
             assert torch.allclose(colour._map(y, kind, g, w), want, rtol=1e-12, atol=1e-12)
