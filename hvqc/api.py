@@ -47,7 +47,7 @@ def compress_file(image, lm: LoadedModel, level: int | None = None,
     or at the level or refinement that minimises ``distortion + lam * bpp``
     (:func:`hvqc.codec.compress_image_rd`); ``search`` steps (or settings) of the
     encoder's search (:mod:`hvqc.search`) for the codes of that level (with ``bpp``: of
-    level 1, before the cut is chosen; with ``lam``: of every level, for its own cuts,
+    the cut chosen, level or refinement; with ``lam``: of every level, for its own cuts,
     with the rate weight ``lam``)."""
     if sum(v is not None for v in (level, bpp, lam)) > 1:
         raise ValueError("give only one of level or bpp or lam")

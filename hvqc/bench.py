@@ -163,8 +163,9 @@ class HvqcCodec(Codec):
     """Every level of an installed hvqc model (1 = finest), one ``.hvqc`` file each, and
     between two levels the refinement that sends half of the lower one's coding groups
     (a checkerboard of its codes; settings are ``(level, groups)``, 0 = whole level).
-    With ``search``, every setting's codes are searched (:mod:`hvqc.search`): a second
-    entry, ``hvqc-search``, so the plain encoder stays on the plot beside it."""
+    With ``search``, every setting's codes are searched (:mod:`hvqc.search`; a
+    refinement's as it decodes): a second entry, ``hvqc-search``, so the plain encoder
+    stays on the plot beside it."""
 
     key = "hvqc"
 

@@ -69,14 +69,15 @@ class _Item(NamedTuple):
 
 def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
           search: SearchSettings | None = None, level: int = 1,
-          encoded: list[torch.Tensor] | None = None) -> _Item:
+          encoded: list[torch.Tensor] | None = None, groups: int = 0) -> _Item:
     """An image's codes (every level, bottom first; with ``search``, those of ``level``
     searched), the file header, the extras of every cut, ``with_colour(data, level,
     groups)``, which adds a cut's colour correction to its file where one pays (decoding
     the cut to fit it), and ``scored(data, level, groups)``, which returns that file and
     the training distortion (:func:`hvqc.losses.image_distortion`) of what it decodes to
     against the image. ``encoded``: the encoder's codes of this image, when an earlier
-    call made them (:attr:`_Item.encoded`; not encoded again)."""
+    call made them (:attr:`_Item.encoded`; not encoded again). ``groups``: the search
+    looks for the codes of that refinement of ``level`` (:func:`hvqc.search.search_codes`)."""
     if lm.modality != "image":
         raise ValueError(f"model {lm.name!r} is a {lm.modality} model, not an image model")
     if img.mode not in MODES:
@@ -95,7 +96,7 @@ def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
     codes = encoded = lm.model.encode(xp) if encoded is None else encoded
     if searching:
         codes = search_codes(lm.model, xp, encoded, level - 1, image_distortion, img.width * img.height,
-                             search, crop=(img.height, img.width))
+                             search, crop=(img.height, img.width), groups=groups)
     extras = {ALPHA_TAG: zlib.compress(alpha.tobytes(), 9)} if alpha is not None else {}
     header = bitstream.Header(model=lm.name, weights_hash=lm.hash_prefix, width=img.width,
                               height=img.height, mode=img.mode, num_levels=n, levels=(),
@@ -140,7 +141,7 @@ def compress_image(lm: LoadedModel, img: Image.Image, level: int = 1,
     if groups and not 0 < groups < num_groups(lm, level - 1):
         raise ValueError(f"groups must be in 1..{num_groups(lm, level - 1) - 1} for level {level} "
                          f"of model {lm.name!r}, got {groups}")
-    it = _item(lm, img, joint, search, level)
+    it = _item(lm, img, joint, search, level, groups=groups)
     res = write_cut(lm, it.codes, it.header, it.extras, level, groups)
     return replace(res, data=it.with_colour(res.data, level, groups))
 
@@ -149,13 +150,20 @@ def compress_image(lm: LoadedModel, img: Image.Image, level: int = 1,
 def compress_image_to(lm: LoadedModel, img: Image.Image, bpp: float, joint: bool | None = None,
                       search: SearchSettings | None = None) -> tuple[bytes, int, int, str]:
     """The finest level or refinement of an image whose whole file fits ``bpp``, from one
-    encode (``search``: level 1's codes searched) and one pass through the priors
-    (:func:`cut_files`), with the chosen cut's colour correction where the file still
-    fits with it (one decode). Returns ``(bytes, level, groups, note)`` as
-    :func:`pick_level` does (the coarsest, with a note, when nothing fits)."""
-    it = _item(lm, img, joint, search)
+    encode and one pass through the priors (:func:`cut_files`), with the chosen cut's
+    colour correction where the file still fits with it (one decode). With ``search``,
+    the codes of the chosen cut (its level, or that refinement of it) are then searched
+    for (:func:`hvqc.search.search_codes`), and the searched file is kept where it still
+    fits. Returns ``(bytes, level, groups, note)`` as :func:`pick_level` does (the
+    coarsest, with a note, when nothing fits)."""
+    it = _item(lm, img, joint)
     size = img.width * img.height
     data, level, groups, note = pick_level(cut_files(lm, it.codes, it.header, it.extras), size, bpp, "bpp", lm)
+    if search is not None and search.steps > 0 and level in searchable_levels(lm) and not note:
+        found = _item(lm, img, joint, search, level, it.encoded, groups)
+        searched = write_cut(lm, found.codes, found.header, found.extras, level, groups).data
+        if 8 * len(searched) / size <= bpp:
+            it, data = found, searched
     coloured = it.with_colour(data, level, groups)
     return (coloured if 8 * len(coloured) / size <= bpp else data), level, groups, note
 
@@ -167,8 +175,11 @@ def scored_cuts(lm: LoadedModel, img: Image.Image, joint: bool | None = None,
     correction included), each with the distortion of what it decodes to
     (:func:`hvqc.losses.image_distortion`, the training distortion, on the 8-bit
     image): ``(bytes, level, groups, distortion)``, finest first. With ``search``, each
-    level's cuts come from its own searched codes (:func:`searchable_levels`; the
-    levels above the last searchable one from its codes). One decode per cut."""
+    level's cuts (the level and its refinements) come from that whole level's searched
+    codes (:func:`searchable_levels`; the levels above the last searchable one from its
+    codes). One decode per cut. (Ranking the plain cuts and searching the best two as
+    cuts instead, refinements as they decode, was 6.4 % worse in BD-rate in MS-SSIM, on
+    8 BSDS500 test photos at lambda 0.9 to 20: a level's search moves which cut is best.)"""
     searching = search is not None and search.steps > 0
     levels = searchable_levels(lm) if searching else [1]
     out, encoded = [], None

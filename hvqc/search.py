@@ -58,7 +58,8 @@ class SearchSettings:
 
 def search_codes(model: HierarchicalVQVAE, x: torch.Tensor, codes: list[torch.Tensor], level: int,
                  distortion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], size: float,
-                 settings: SearchSettings, crop: tuple[int, ...] | None = None) -> list[torch.Tensor]:
+                 settings: SearchSettings, crop: tuple[int, ...] | None = None,
+                 groups: int = 0) -> list[torch.Tensor]:
     """Codes for ``x`` with level ``level`` (0-based) searched.
 
     Args:
@@ -73,6 +74,11 @@ def search_codes(model: HierarchicalVQVAE, x: torch.Tensor, codes: list[torch.Te
         size: what the rate is counted per (pixels for bpp).
         settings: steps, rate weight, step size and temperatures.
         crop: the unpadded size ``*S`` (default: all of ``x``).
+        groups: search for a refinement that sends only the level's first ``groups``
+            coding groups (0: the whole level). Its other positions decode as the
+            file's do, to the prior's mean codeword given the sent codes
+            (:meth:`~HierarchicalVQVAE.codewords`), and only the sent groups' bits
+            count; the returned codes are meant for that cut alone.
 
     Returns a new list: ``codes`` with ``codes[level]`` replaced by the best codes found.
     """
@@ -84,22 +90,31 @@ def search_codes(model: HierarchicalVQVAE, x: torch.Tensor, codes: list[torch.Te
     with torch.no_grad():
         z = model.latents(x)[level]
         cond = model.predict(level + 1, codes[level + 1]) if level + 1 < model.num_levels else None
+        known = lv.prior.masks(z.shape[2:], z.device)[:groups].any(0) if groups else None
     z = z.detach().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=settings.lr)
     best, best_idx = math.inf, codes[level]
-    lp_idx = lp = None
+    lp_idx = lp = fill = None
     t0, t1 = settings.tau
     with torch.enable_grad():
         for step in range(settings.steps + 1):
             tau = t0 * (t1 / t0) ** (step / max(1, settings.steps))
             q, w, idx = lv.quantizer.relax(z, tau)
+            fresh = lp_idx is None or not torch.equal(idx, lp_idx)   # the context: the current codes
+            lp_idx = idx
+            if known is not None:                 # the unsent positions: the prior's mean given the sent
+                if fresh:
+                    with torch.no_grad():
+                        fill = model.expected(level, cond, idx, known)
+                q = torch.where(known, q, fill)
             y = lv.decoder(q) if level == 0 else model.signal_mean(level, q)
             loss = distortion(y[region], target)
             if settings.lam:
-                if lp_idx is None or not torch.equal(idx, lp_idx):   # the context: the current codes
+                if fresh:
                     with torch.no_grad():
                         lp = lv.prior.log_probs(idx, cond).movedim(1, -1).reshape(w.shape)
-                    lp_idx = idx
+                        if known is not None:     # only the sent groups are paid for
+                            lp = lp * known.reshape(-1, 1).to(lp.dtype)
                 bits = -(w * lp).sum() / math.log(2)
                 loss = loss + settings.lam * bits / size
             if loss.item() < best:                # the value is that of the hard codes

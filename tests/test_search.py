@@ -97,13 +97,81 @@ def test_a_searched_file_carries_the_searched_codes(tiny, big_img, level, monkey
     assert np.array_equal(np.asarray(api.decompress(res.data, model=tiny)), want.to(torch.uint8).numpy())
 
 
-def test_bpp_with_search_cuts_the_searched_codes(tiny, big_img, plain):
+def refinement_objective(model, x, codes, level, groups, lam, size, crop):
+    """distortion + lam * bits / size of a refinement (the first ``groups`` coding groups of
+    ``level``), computed the way a file of it decodes (:meth:`decode_mean` with the sent
+    positions known) and pays (the prior's bits at the sent positions only)."""
+    with torch.no_grad():
+        low = codes[level]
+        known = model.levels[level].prior.masks(low.shape[1:])[:groups].any(0)
+        upper = codes[level + 1] if level + 1 < model.num_levels else None
+        y = model.decode_mean(level, low * known, known, upper)
+        region = (..., slice(0, crop[0]), slice(0, crop[1]))
+        d = losses.image_distortion(y[region], x[region]).item()
+        cond = None if upper is None else model.predict(level + 1, upper)
+        lp = model.levels[level].prior.log_probs(low, cond)             # [1, K, *S]
+        bits = -lp.gather(1, low[:, None])[0, 0][known].sum().item() / math.log(2)
+    return d + lam * bits / size
+
+
+@pytest.mark.parametrize("level,groups", [(0, 1), (1, 2)])
+def test_refinement_search_never_scores_worse_than_the_encoder(tiny, big_img, level, groups, monkeypatch):
+    """Searching for a refinement scores it as its file decodes: the unsent positions
+    the prior's mean given the sent ones, only the sent groups' bits paid."""
+    monkeypatch.setitem(tiny.info, "descent", "mean")
+    xp, codes = _item(tiny, big_img)
+    size, crop = big_img.width * big_img.height, (big_img.height, big_img.width)
+    s = SearchSettings(steps=8, lam=2.0, lr=0.1)
+    found = search_codes(tiny.model, xp, codes, level, losses.image_distortion, size, s, crop, groups=groups)
+    before = refinement_objective(tiny.model, xp, codes, level, groups, 2.0, size, crop)
+    after = refinement_objective(tiny.model, xp, found, level, groups, 2.0, size, crop)
+    assert after <= before + 1e-6
+    known = tiny.model.levels[level].prior.masks(codes[level].shape[1:])[:groups].any(0)
+    assert not torch.equal(found[level][:, known], codes[level][:, known])
+    whole = search_codes(tiny.model, xp, codes, level, losses.image_distortion, size, s, crop)
+    assert not torch.equal(found[level], whole[level])        # not the whole level's search
+
+
+def test_a_searched_refinement_carries_its_own_codes(tiny, big_img, monkeypatch):
+    monkeypatch.setitem(tiny.info, "descent", "mean")
+    s = SearchSettings(steps=5, lr=0.1)
+    res = codec.compress_image(tiny, big_img, 1, groups=2, search=s)
+    xp, codes = _item(tiny, big_img)
+    found = search_codes(tiny.model, xp, codes, 0, losses.image_distortion,
+                         big_img.width * big_img.height, s, (big_img.height, big_img.width), groups=2)
+    c = read(res.data)
+    assert c.header.groups == 2
+    back = read_codes(tiny, c, len(c.header.levels))[-1]
+    known = tiny.model.levels[0].prior.masks(codes[0].shape[1:])[:2].any(0)
+    assert torch.equal(back[:, known], found[0][:, known])
+
+
+def test_bpp_with_search_searches_the_cut_it_picks(tiny, big_img, plain, monkeypatch):
+    """``--bpp`` picks the cut from the encoder's codes, then searches that cut (level or
+    refinement) and keeps the searched file where it fits the budget, else the plain one."""
+    monkeypatch.setitem(tiny.info, "descent", "mean")
     s = SearchSettings(steps=4, lr=0.1)
-    whole = codec.compress_image(tiny, big_img, 1, search=s).data
-    cuts = codec.file_cuts(plain(whole), tiny)              # the searched codes' cuts
-    target = 8 * len(cuts[1][0]) / (big_img.width * big_img.height)
-    res = api.compress_file(big_img, tiny, bpp=target, search=s)
-    assert res.data == cuts[1][0]
+    px = big_img.width * big_img.height
+    cuts = codec.file_cuts(plain(codec.compress_image(tiny, big_img, 1).data), tiny)
+    tried = set()
+    for i in range(1, len(cuts) - 1):
+        data, level, groups = cuts[i]
+        finer = 8 * len(cuts[i - 1][0]) / px
+        searched = codec.compress_image(tiny, big_img, level, groups=groups, search=s).data
+        seen = set()
+        for target in (8 * max(len(data), len(plain(searched))) / px, 8 * len(data) / px):
+            if target >= finer:
+                continue
+            res = api.compress_file(big_img, tiny, bpp=target, search=s)
+            assert (res.level, res.groups) == (level, groups)
+            if 8 * len(plain(searched)) / px <= target:       # with its colour correction if that fits too
+                assert res.data == (searched if 8 * len(searched) / px <= target else plain(searched))
+                seen.add("searched")
+            else:                   # the searched file is over the budget: the plain cut
+                assert plain(res.data) == data and res.bpp <= target
+                seen.add("plain")
+        tried |= seen
+    assert tried == {"searched", "plain"}
 
 
 def test_search_above_level_1_needs_mean_descent(tiny, photo_img, monkeypatch):
