@@ -69,7 +69,7 @@ class _Item(NamedTuple):
 
 def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
           search: SearchSettings | None = None, level: int = 1,
-          encoded: list[torch.Tensor] | None = None, groups: int = 0) -> _Item:
+          encoded: list[torch.Tensor] | None = None, groups: int = 0, lowest: int = 1) -> _Item:
     """An image's codes (every level, bottom first; with ``search``, those of ``level``
     searched), the file header, the extras of every cut, ``with_colour(data, level,
     groups)``, which adds a cut's colour correction to its file where one pays (decoding
@@ -77,7 +77,9 @@ def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
     the training distortion (:func:`hvqc.losses.image_distortion`) of what it decodes to
     against the image. ``encoded``: the encoder's codes of this image, when an earlier
     call made them (:attr:`_Item.encoded`; not encoded again). ``groups``: the search
-    looks for the codes of that refinement of ``level`` (:func:`hvqc.search.search_codes`)."""
+    looks for the codes of that refinement of ``level`` (:func:`hvqc.search.search_codes`).
+    ``lowest``: the finest level (1-based) whose cuts will be written; the levels below
+    it get no codes (None)."""
     if lm.modality != "image":
         raise ValueError(f"model {lm.name!r} is a {lm.modality} model, not an image model")
     if img.mode not in MODES:
@@ -93,7 +95,7 @@ def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
     x, alpha = to_tensor(img)
     target = to_channels(x, lm.model.config.channels)
     xp = pad_to(target, lm.model.config.stride(n - 1))
-    codes = encoded = lm.model.encode(xp) if encoded is None else encoded
+    codes = encoded = lm.model.encode(xp, lowest - 1) if encoded is None else encoded
     if searching:
         codes = search_codes(lm.model, xp, encoded, level - 1, image_distortion, img.width * img.height,
                              search, crop=(img.height, img.width), groups=groups)
@@ -105,16 +107,18 @@ def _item(lm: LoadedModel, img: Image.Image, joint: bool | None,
 
     def coloured(data: bytes, cut: int, groups: int, decoded: bool) -> tuple[bytes, torch.Tensor | None]:
         """The file of one cut with its colour correction, where one pays
-        (:mod:`hvqc.colour`), and (if ``decoded`` or needed for the fit) the signal it
-        decodes to, ``[1, C, H, W]`` before the decoder's clamping and rounding."""
+        (:mod:`hvqc.colour`), and, if ``decoded`` (else None), the signal it decodes to,
+        ``[1, C, H, W]`` before the decoder's clamping and rounding. The fit needs the
+        cut decoded; applying the map is left to callers that want the signal."""
         if slope is None and not decoded:
             return data, None
         y = reconstruct(lm, codes, cut - 1, groups)[..., : img.height, : img.width]
         blob = None if slope is None else colour.fit(y, target, 8 * len(data), slope)
         if blob is None:
-            return data, y
+            return data, y if decoded else None
         c = bitstream.read(data)
-        return bitstream.write(replace(c, extras={**c.extras, bitstream.COLOUR_TAG: blob})), colour.apply(y, blob)
+        return (bitstream.write(replace(c, extras={**c.extras, bitstream.COLOUR_TAG: blob})),
+                colour.apply(y, blob) if decoded else None)
 
     def scored(data: bytes, cut: int, groups: int) -> tuple[bytes, float]:
         data, y = coloured(data, cut, groups, True)
@@ -141,7 +145,7 @@ def compress_image(lm: LoadedModel, img: Image.Image, level: int = 1,
     if groups and not 0 < groups < num_groups(lm, level - 1):
         raise ValueError(f"groups must be in 1..{num_groups(lm, level - 1) - 1} for level {level} "
                          f"of model {lm.name!r}, got {groups}")
-    it = _item(lm, img, joint, search, level, groups=groups)
+    it = _item(lm, img, joint, search, level, groups=groups, lowest=level)
     res = write_cut(lm, it.codes, it.header, it.extras, level, groups)
     return replace(res, data=it.with_colour(res.data, level, groups))
 

@@ -200,13 +200,12 @@ def fit(decoded: torch.Tensor, target: torch.Tensor, file_bits: float, log_slope
         file_bits: the size of the cut's file without the map.
         log_slope: ``dD / d ln R`` of the model's rate-distortion curve.
     """
-    y = decoded[0].double().clamp(0, 1)
-    x = target[0].double()
-    c, (height, width) = y.shape[0], y.shape[-2:]
+    c, (height, width) = decoded.shape[1], decoded.shape[-2:]
     # Every step-th row and column, at least _FIT_PIXELS pixels: a fit of at most 270
-    # weights needs no more.
+    # weights needs no more. Only those are cast to float64.
     step = max(1, int((height * width / _FIT_PIXELS) ** 0.5))
-    ys, xs = y[:, ::step, ::step], x[:, ::step, ::step]
+    ys = decoded[0, :, ::step, ::step].double().clamp(0, 1)
+    xs = target[0, :, ::step, ::step].double()
     f = features(ys, 1)                     # the quadratic's; the affine's are its first
     n, xx = xs.numel(), float((xs * xs).sum())
     best, blob = 10 * float(((ys - xs) ** 2).sum()) / n, None     # no map

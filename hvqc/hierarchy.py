@@ -147,9 +147,12 @@ class HierarchicalVQVAE(nn.Module):
             if not bool(lv.quantizer.initialised):
                 lv.quantizer.init_from(z if gather is None else gather(z))
 
-    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Deterministic (argmax) code indices of every level, bottom first."""
-        return [lv.quantizer.encode(z) for lv, z in zip(self.levels, self.latents(x))]
+    def encode(self, x: torch.Tensor, lowest: int = 0) -> list[torch.Tensor | None]:
+        """Deterministic (argmax) code indices of every level, bottom first; with
+        ``lowest``, None below that level (each level encodes the latent below it, not
+        its codes, so a coarse cut needs none of theirs)."""
+        return [lv.quantizer.encode(z) if l >= lowest else None
+                for l, (lv, z) in enumerate(zip(self.levels, self.latents(x)))]
 
     def predict(self, level: int, indices: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Decode one level's codes into a prediction of the level below (or the signal)."""

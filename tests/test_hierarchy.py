@@ -44,6 +44,16 @@ def test_encode_matches_latents_and_quantizers(model, x):
         assert torch.equal(lv.quantizer.encode(z), c)
 
 
+@pytest.mark.parametrize("lowest", [1, 2])
+def test_encode_from_a_coarser_level_leaves_the_finer_out(model, x, lowest):
+    """A coarse cut's codes are the full encode's: each level encodes the latent below
+    it, never its codes, so skipping the finer levels' argmins changes nothing."""
+    full, coarse = model.encode(x), model.encode(x, lowest)
+    assert coarse[:lowest] == [None] * lowest
+    for a, b in zip(full[lowest:], coarse[lowest:]):
+        assert torch.equal(a, b)
+
+
 def test_predict_shapes(model, x):
     codes = model.encode(x)
     with torch.no_grad():
