@@ -213,7 +213,8 @@ class HvqcRDCodec(HvqcCodec):
     them (:func:`hvqc.codec.pick_rd`) and each setting is charged the time of one encode.
     With ``search`` (a second entry, ``hvqc-rd-search``), every level's codes are searched
     with the rate weight ``lambda`` (:func:`hvqc.codec.compress_image_rd`), so each lambda
-    is its own encode (three searches and a decode of every cut); to halve that time it
+    is its own encode (three searches and a decode of every cut, and a fourth search
+    where the pick is a refinement); to halve that time it
     runs every other lambda of the ladder (:attr:`SEARCH_LAMBDAS`)."""
 
     LAMBDAS = (0.5, 0.7, 0.9, 1.2, 1.6, 4, 5.5, 7.5, 10, 14, 20, 30, 45)

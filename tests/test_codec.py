@@ -241,9 +241,10 @@ def test_lambda_with_search_scores_each_levels_own_searched_codes(tiny, photo_im
 
 def test_lambda_with_search_searches_for_the_same_trade_off(tiny, photo_img, monkeypatch):
     """``--lambda`` with ``--search``: every level's codes are searched with the rate
-    weight lambda (the settings' own weight is not used), and the cut is picked from
-    those codes' files."""
-    from dataclasses import replace
+    weight lambda (the settings' own weight is not used) and the cut is picked from
+    those codes' files; where that pick is a refinement, the refinement is searched as
+    it decodes too, and the better of the two files by the same objective is kept."""
+    from hvqc import losses
     from hvqc import search as search_mod
     from hvqc.search import SearchSettings
     monkeypatch.setitem(tiny.info, "descent", "mean")        # every level searchable
@@ -251,15 +252,28 @@ def test_lambda_with_search_searches_for_the_same_trade_off(tiny, photo_img, mon
     seen = []
     real = search_mod.search_codes
     monkeypatch.setattr(codec, "search_codes",
-                        lambda *a, **k: seen.append((a[3], a[6].lam)) or real(*a, **k))
-    for lam in (0.03, 3.0):
+                        lambda *a, **k: seen.append((a[3], a[6].lam, k.get("groups", 0))) or real(*a, **k))
+    x = to_tensor(photo_img)[0]
+    for lam in (0.03, 3.0):                                   # the untrained model picks refinements
         seen.clear()
         data, lv, g = codec.compress_image_rd(tiny, photo_img, lam, search=s)
-        assert seen == [(0, lam), (1, lam), (2, lam)]         # each level, searched for lambda
+        seen_rd = list(seen)
         seen.clear()
-        want = codec.pick_rd(codec.scored_cuts(tiny, photo_img, search=replace(s, lam=lam)), lam, 96 * 64)
+        cuts = codec.scored_cuts(tiny, photo_img, search=replace(s, lam=lam))
+        _, lv0, g0 = codec.pick_rd(cuts, lam, 96 * 64)
+        assert g0
+        assert seen_rd == [(0, lam, 0), (1, lam, 0), (2, lam, 0), (lv0 - 1, lam, g0)]
+        refined = codec.compress_image(tiny, photo_img, lv0, groups=g0, search=replace(s, lam=lam)).data
+        y = torch.from_numpy(np.array(api.decompress(refined, model=tiny))).permute(2, 0, 1)[None] / 255
+        d = float(losses.image_distortion(y.float(), x))
+        want = codec.pick_rd(cuts + [(refined, lv0, g0, d)], lam, 96 * 64)
         assert (data, lv, g) == want
+        seen.clear()
         assert api.compress(photo_img, tiny, lam=lam, search=s) == data
+    monkeypatch.setitem(tiny.info, "descent", "hqa")          # level 1 only: a coarser pick is not searched
+    seen.clear()
+    _, lv, g = codec.compress_image_rd(tiny, photo_img, 3.0, search=s)
+    assert lv > 1 and seen == [(0, 3.0, 0)]
     assert s.lam == 1.0                                       # the caller's settings untouched
 
 
