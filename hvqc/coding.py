@@ -85,7 +85,7 @@ def num_groups(lm: LoadedModel, level: int) -> int:
 
 def known_positions(lm: LoadedModel, level: int, shape: tuple[int, ...], groups: int) -> torch.Tensor:
     """The positions of a level's grid that its first ``groups`` coding groups hold."""
-    return lm.model.levels[level].prior.masks(shape)[:groups].any(0)
+    return lm.model.levels[level].prior.sent(shape, groups)
 
 
 @torch.no_grad()

@@ -251,7 +251,7 @@ class HierarchicalVQVAE(nn.Module):
         out = [self.mean_codewords(l, self.codewords(l, codes[l])) for l in range(self.num_levels)]
         for l, g in enumerate(groups or []):
             if g:
-                known = self.levels[l].prior.masks(codes[l].shape[1:], x.device)[:g].any(0)
+                known = self.levels[l].prior.sent(codes[l].shape[1:], g, x.device)
                 upper = codes[l + 1] if l + 1 < self.num_levels else None
                 out.append(self.mean_codewords(l, self.codewords(l, codes[l], known, upper)))
         return out

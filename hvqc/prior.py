@@ -81,6 +81,11 @@ class ContextPrior(nn.Module):
     def masks(self, shape: tuple[int, ...], device=None) -> torch.Tensor:
         return phase_masks(tuple(shape), self.phase).to(device)
 
+    def sent(self, shape: tuple[int, ...], groups: int, device=None) -> torch.Tensor:
+        """The positions ``[*shape]`` that the first ``groups`` coding groups hold (a
+        refinement's sent codes)."""
+        return self.masks(tuple(shape), device)[:groups].any(0)
+
     def offsets(self) -> list[tuple[int, ...]]:
         """Grid offset of each coding group, in the order of :meth:`masks`: group ``g``
         holds the positions ``offsets()[g] + phase * n`` along every axis."""

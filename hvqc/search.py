@@ -90,7 +90,7 @@ def search_codes(model: HierarchicalVQVAE, x: torch.Tensor, codes: list[torch.Te
     with torch.no_grad():
         z = model.latents(x)[level]
         cond = model.predict(level + 1, codes[level + 1]) if level + 1 < model.num_levels else None
-        known = lv.prior.masks(z.shape[2:], z.device)[:groups].any(0) if groups else None
+        known = lv.prior.sent(z.shape[2:], groups, z.device) if groups else None
     z = z.detach().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=settings.lr)
     best, best_idx = math.inf, codes[level]

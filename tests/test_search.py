@@ -103,7 +103,7 @@ def refinement_objective(model, x, codes, level, groups, lam, size, crop):
     positions known) and pays (the prior's bits at the sent positions only)."""
     with torch.no_grad():
         low = codes[level]
-        known = model.levels[level].prior.masks(low.shape[1:])[:groups].any(0)
+        known = model.levels[level].prior.sent(low.shape[1:], groups)
         upper = codes[level + 1] if level + 1 < model.num_levels else None
         y = model.decode_mean(level, low * known, known, upper)
         region = (..., slice(0, crop[0]), slice(0, crop[1]))
@@ -126,7 +126,7 @@ def test_refinement_search_never_scores_worse_than_the_encoder(tiny, big_img, le
     before = refinement_objective(tiny.model, xp, codes, level, groups, 2.0, size, crop)
     after = refinement_objective(tiny.model, xp, found, level, groups, 2.0, size, crop)
     assert after <= before + 1e-6
-    known = tiny.model.levels[level].prior.masks(codes[level].shape[1:])[:groups].any(0)
+    known = tiny.model.levels[level].prior.sent(codes[level].shape[1:], groups)
     assert not torch.equal(found[level][:, known], codes[level][:, known])
     whole = search_codes(tiny.model, xp, codes, level, losses.image_distortion, size, s, crop)
     assert not torch.equal(found[level], whole[level])        # not the whole level's search
@@ -142,7 +142,7 @@ def test_a_searched_refinement_carries_its_own_codes(tiny, big_img, monkeypatch)
     c = read(res.data)
     assert c.header.groups == 2
     back = read_codes(tiny, c, len(c.header.levels))[-1]
-    known = tiny.model.levels[0].prior.masks(codes[0].shape[1:])[:2].any(0)
+    known = tiny.model.levels[0].prior.sent(codes[0].shape[1:], 2)
     assert torch.equal(back[:, known], found[0][:, known])
 
 
