@@ -373,7 +373,6 @@ def test_lambda_entry_measures_the_files_encode_lambda_writes(tiny, images, phot
     monkeypatch.setattr(zoo, "load", lambda name: tiny)
     s = SearchSettings(steps=2, lr=0.1)
     monkeypatch.setattr(bench.HvqcRDCodec, "LAMBDAS", (1e-6, 0.03, 0.3, 1e6))   # the tiny model's slopes
-    monkeypatch.setattr(bench.HvqcRDCodec, "SEARCH_LAMBDAS", (0.03, 1e6))
     codecs = bench.make_codecs(["hvqc", "hvqc-rd", "jpeg"], "tiny", search=s)
     assert [c.key for c in codecs] == ["hvqc", "hvqc-search", "hvqc-rd", "hvqc-rd-search", "jpeg"]
     rd, rds = codecs[2], codecs[3]
@@ -390,7 +389,7 @@ def test_lambda_entry_measures_the_files_encode_lambda_writes(tiny, images, phot
         assert row["encoding_time"] >= rows[0]["encoding_time"] * 0.999
     assert len({r["bytes"] for r in rows}) > 1
     assert [r["bytes"] for r in rows] == sorted((r["bytes"] for r in rows), reverse=True)
-    assert rds.settings == (0.03, 1e6) and "rate weight lambda" in rds.description
+    assert rds.settings == (1e-6, 0.03, 0.3, 1e6) and "rate weight lambda" in rds.description
     calls.clear()                                           # searched: one encode per lambda
     for lam in rds.settings:
         row = bench.measure(rds, photo_img, lam)[0]
