@@ -10,10 +10,11 @@ from PIL import Image, features
 
 from hvqc import bench
 from hvqc import codec as codec_mod
-from hvqc.analysis.rd import bd_rate, quality_overlap, rd_hull
+from hvqc.analysis.rd import bd_rate, log_spaced_settings, quality_overlap, rd_hull
 
 RATE = np.array([0.05, 0.1, 0.2, 0.4, 0.8])
 PSNR = np.array([24.0, 26.5, 29.0, 31.0, 33.5])
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # --- BD-rate -------------------------------------------------------------------------
@@ -54,6 +55,46 @@ def test_bd_rate_is_order_free_and_drops_dominated_points():
 
 MAGIC = {"jpeg": (0, b"\xff\xd8\xff"), "webp": (8, b"WEBP"), "jpeg2000": (0, b"\xff\x4f\xff\x51"),
          "avif": (4, b"ftyp")}
+
+
+def test_log_spaced_settings_even_in_log_rate():
+    """A rate of 1/setting: the ladder is geometric too; a staircase rate: each pick is
+    where the rate first reaches its target, between the grid points around it."""
+    grid = np.geomspace(0.5, 50, 401)
+    ladder = log_spaced_settings(grid, 1 / grid, 5)
+    assert ladder[0] == 0.5 and ladder[-1] == 50
+    assert ladder == pytest.approx(list(np.geomspace(0.5, 50, 5)), rel=1e-3)
+    steps = np.array([8.0, 8, 3, 3, 1.5, 1.5, 1])         # targets 4 and 2 fall in the drops
+    got = log_spaced_settings(np.arange(1.0, 8), steps, 4)
+    assert got[0] == 1 and got[-1] == 7
+    assert got[1] == pytest.approx(2 * 1.5 ** 0.8)         # 4 is 4/5 of the way from 8 to 3
+    assert got[2] == pytest.approx(4 * 1.25 ** (2 / 3))    # 2 is 2/3 of the way from 3 to 1.5
+
+
+@pytest.mark.parametrize("settings, rate, count", [
+    ([1, 2, 3], [3, 4, 2], 3),                  # the rate rises
+    ([1, 3, 2], [3, 2, 1], 3),                  # the settings fall back
+    ([0, 1, 2], [3, 2, 1], 3),                  # a setting of zero has no log
+    ([1, 2, 3], [3, 2], 3),                     # one rate short
+    ([1, 2, 3], [3, 2, 1], 1),                  # a ladder needs both ends
+])
+def test_log_spaced_settings_rejects_bad_curves(settings, rate, count):
+    with pytest.raises(ValueError):
+        log_spaced_settings(settings, rate, count)
+
+
+def test_lambda_ladder_is_the_one_derived_for_the_shipped_model(photo_weights):
+    """``hvqc-rd``'s slopes are ``bench/ladder.py``'s, derived on training photos for the
+    shipped weights: a new model, or a hand-edited ladder, must rederive them."""
+    found = json.loads((ROOT / "bench" / "results" / "ladder.json").read_text())
+    manifest = json.loads((photo_weights / "manifest.json").read_text())
+    assert found["weights_sha256"] == manifest["models"]["photo"]["sha256"]
+    assert tuple(found["ladder"]) == bench.HvqcRDCodec.LAMBDAS
+    assert "kodak" not in found["images"].lower()
+    lam = [c["lambda"] for c in found["curve"]]
+    rate = [c["bpp"] for c in found["curve"]]
+    want = [float(f"{x:.2g}") for x in log_spaced_settings(lam, rate, len(found["ladder"]))]
+    assert want == found["ladder"]
 
 
 @pytest.mark.parametrize("cls", [bench.JPEG, bench.WebP, bench.JPEG2000, bench.AVIF])

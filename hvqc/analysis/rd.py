@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
-__all__ = ["rd_hull", "quality_overlap", "bd_rate"]
+__all__ = ["rd_hull", "quality_overlap", "bd_rate", "log_spaced_settings"]
 
 
 def rd_hull(rate: Sequence[float], quality: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -84,3 +84,28 @@ def bd_rate(anchor_rate: Sequence[float], anchor_quality: Sequence[float],
     ia = PchipInterpolator(qa, np.log(ra)).integrate(lo, hi)
     it = PchipInterpolator(qt, np.log(rt)).integrate(lo, hi)
     return float(100.0 * np.expm1((it - ia) / (hi - lo)))
+
+
+def log_spaced_settings(settings: Sequence[float], rate: Sequence[float], count: int) -> list[float]:
+    """Where a codec's rate falls evenly in log between its two ends: ``count`` settings.
+
+    ``rate`` is the (mean) rate at each of ``settings``, a fine grid over which the rate
+    never rises (a rate-distortion slope, a quantiser step). The ends are kept; each
+    other returned setting is where the rate first reaches its log-spaced target,
+    interpolated in log setting between the two grid points around it, so a ladder of
+    them spreads a benchmark's points evenly on a log-rate axis.
+    """
+    s = np.asarray(settings, dtype=float)
+    r = np.asarray(rate, dtype=float)
+    if count < 2 or len(s) != len(r) or len(s) < 2:
+        raise ValueError("need at least 2 settings, as many rates, and count >= 2")
+    if np.any(s <= 0) or np.any(np.diff(s) <= 0) or np.any(r <= 0) or np.any(np.diff(r) > 0):
+        raise ValueError("settings must be positive and rising, rates positive and never rising")
+    out = [float(s[0])]
+    for t in np.geomspace(r[0], r[-1], count)[1:-1]:
+        j = max(1, int(np.argmax(r <= t)))          # first grid point at or below the target
+        a, b = r[j - 1], r[j]
+        w = 0.0 if a == b else (a - t) / (a - b)
+        out.append(float(np.exp(np.log(s[j - 1]) + w * (np.log(s[j]) - np.log(s[j - 1])))))
+    out.append(float(s[-1]))
+    return out
