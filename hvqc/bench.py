@@ -211,10 +211,11 @@ class HvqcRDCodec(HvqcCodec):
     ladder of lambdas, the bytes ``hvqc encode --lambda`` writes. Without a search, an
     image's cuts are scored once (:func:`hvqc.codec.scored_cuts`), each lambda picks from
     them (:func:`hvqc.codec.pick_rd`) and each setting is charged the time of one encode.
-    With ``search`` (a second entry, ``hvqc-rd-search``), every level's codes are searched
-    with the rate weight ``lambda`` (:func:`hvqc.codec.compress_image_rd`), so each lambda
-    is its own encode (three searches and a decode of every cut, and a fourth search
-    where the pick is a refinement), over the same ladder. The ladder is
+    With ``search`` (a second entry, ``hvqc-rd-search``), the codes of the levels that can
+    win are searched with the rate weight ``lambda`` (:func:`hvqc.codec.compress_image_rd`),
+    so each lambda is its own encode (a decode of every whole level, a search and a decode
+    of every cut of each level within 5 % of the best, and one more search where the pick
+    is a refinement), over the same ladder. The ladder is
     ``bench/ladder.py``'s for the shipped model: 13 slopes where the plain entry's mean
     bpp on BSDS500's 200 test photos (training photos, never Kodak) falls evenly in log,
     about 1.29x apart, so no span of the curve is drawn by one long chord."""
@@ -231,7 +232,8 @@ class HvqcRDCodec(HvqcCodec):
                             f"file at the level or refinement with the least training distortion "
                             f"+ lambda x bpp, per image (`hvqc encode --lambda`)")
         if self.search:
-            self.description += (f"; each level's codes searched ({self.search.steps} steps, rate "
+            self.description += (f"; the codes of each level that can win (plain cost within 5 % "
+                                 f"of the best level's) searched ({self.search.steps} steps, rate "
                                  f"weight lambda) for its own cuts")
         self._scored = (None, None, 0.0)     # (image, its scored cuts, seconds)
 

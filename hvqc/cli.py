@@ -531,8 +531,8 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
                                        "the first through the pixels), X-priors (priors only), "
                                        "X-decoder (the finest decoder only, on every cut) and "
                                        "X-decode (priors and decoders, on rate and every cut); "
-                                       "photo-code-priors (levels 2-3's priors on the codes of "
-                                       "whole photos; --batch photos a step); "
+                                       "photo-code-priors (priors on the codes of whole photos, "
+                                       "levels 2-3 or --levels; --batch photos a step); "
                                        "speech (with --variant)."),
           steps: int = typer.Option(6000, help="Optimisation steps."),
           run: Optional[Path] = typer.Option(None, help="Run folder, resumed if it exists "
@@ -552,7 +552,9 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
                                         "the schedules then follow the elapsed time and "
                                         "--steps is only a cap."),
           rate_weight: Optional[float] = typer.Option(None, help="X-decode only: distortion "
-                                                      "per bpp of rate (default 2).")):
+                                                      "per bpp of rate (default 2)."),
+          levels: Optional[str] = typer.Option(None, help="photo-code-priors only: the levels "
+                                               "whose priors train, comma-separated (default 2,3).")):
     """Train a model (resumable; also runs under torchrun)."""
     from .recipes import train_recipe
     try:
@@ -562,6 +564,14 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
             raise UserError("--freeze is for the image recipes only")
         if rate_weight is not None and recipe == "speech":   # the image recipes check it themselves
             raise UserError("--rate-weight is for the decode stage (X-decode) only")
+        level_list = None
+        if levels is not None:
+            if recipe != "photo-code-priors":
+                raise UserError("--levels is for the photo-code-priors recipe only")
+            try:
+                level_list = [int(v) for v in levels.split(",")]
+            except ValueError:
+                raise UserError(f"--levels must be comma-separated level numbers, got {levels!r}") from None
         if recipe == "speech":
             from .speech import VARIANTS
             variant = variant or VARIANTS[0]
@@ -588,7 +598,7 @@ def train(recipe: str = typer.Argument("photo", help="Which model to train: phot
             if not Path(init_ck).exists():
                 raise UserError(f"no checkpoint at {init_ck}")
         opts = {k: v for k, v in dict(batch=batch, crop=crop, variant=variant, freeze=freeze,
-                                         rate_weight=rate_weight).items()
+                                         rate_weight=rate_weight, levels=level_list).items()
                 if v is not None}
         opts.update(device=device, seconds=seconds)
         path = train_recipe(recipe, run or Path("runs") / recipe, steps, seed=seed, init=init_ck,

@@ -101,20 +101,30 @@ def _whole_photos(folders: list[Path], stride: int):
 def train_photo(run_dir: Path, steps: int, batch: int = 8, crop: int = 128, seed: int = 0,
                 progress: bool = True, command: str = "", init: str = "",
                 stage: str = "all", freeze: int | None = None, device: str = "cpu",
-                seconds: float = 0.0, rate_weight: float | None = None) -> Path:
+                seconds: float = 0.0, rate_weight: float | None = None,
+                levels: list[int] | None = None) -> Path:
     """The photo model, in the stages of :func:`_stage` (2 and 3 start from ``init``), and
-    ``code-priors``: the priors of levels 2 and 3 on the codes of whole training photos
-    (:func:`hvqc.train.train_code_priors`; ``batch`` photos a step, no crops)."""
+    ``code-priors``: the priors of ``levels`` (1-based; default 2 and 3) on the codes of
+    whole training photos (:func:`hvqc.train.train_code_priors`; ``batch`` photos a step,
+    no crops)."""
     settings = TrainSettings(steps=steps, seed=seed, init=init, device=device, seconds=seconds)
     config = photo_config()
+    if levels is not None and stage != "code-priors":
+        raise ValueError("--levels is for the code-priors stage (photo-code-priors) only")
     if stage == "code-priors":
         if freeze is not None or rate_weight is not None or device != "cpu":
             raise ValueError("the code-priors stage takes no --freeze, --rate-weight or --device")
+        n = len(config.levels)
+        levels = [2, 3] if levels is None else levels
+        if not levels or len(set(levels)) != len(levels) or not all(1 <= lv <= n for lv in levels):
+            raise ValueError(f"--levels must name distinct levels in 1..{n}, got "
+                             f"{','.join(map(str, levels)) or 'none'}")
         settings.lr = 3e-4
         signals, count = _whole_photos([require(f) for f in PHOTO_FOLDERS], config.stride(len(config.levels) - 1))
         meta = {"data": ", ".join(PHOTO_FOLDERS), "images": count, "crop": "whole photos and their mirrors",
-                "batch": batch, "command": command}
-        return train_code_priors(config, signals, run_dir, settings, [1, 2], batch, meta, progress)
+                "batch": batch, "command": command, "levels": sorted(levels)}
+        return train_code_priors(config, signals, run_dir, settings, [lv - 1 for lv in sorted(levels)],
+                                 batch, meta, progress)
     _stage(settings, stage, len(config.levels), freeze=freeze, rate_weight=rate_weight)
     folders = [require(f) for f in PHOTO_FOLDERS]      # after the options are checked
     sampler = CropSampler(folders, crop, seed + 1000 * _rank())

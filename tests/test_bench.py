@@ -97,6 +97,28 @@ def test_lambda_ladder_is_the_one_derived_for_the_shipped_model(photo_weights):
     assert want == found["ladder"]
 
 
+def test_search_screen_is_the_one_measured_for_the_shipped_model(photo_weights):
+    """``hvqc encode --lambda --search`` searches only the levels within ``SCREEN_MARGIN`` of
+    the best plain level: the margin ``bench/screen.py`` measured for the shipped weights on
+    training photos, at which the screen picked what searching every level picked. A new
+    model, or an edited margin, must measure it again."""
+    found = json.loads((ROOT / "bench" / "results" / "screen.json").read_text())
+    manifest = json.loads((photo_weights / "manifest.json").read_text())
+    assert manifest["models"]["photo"]["sha256"].startswith(found["weights"])
+    assert found["screen_margin"] == codec_mod.SCREEN_MARGIN
+    assert "kodak" not in found["folder"].lower()
+    encodes = found["encodes"]
+    assert len(encodes) == found["summary"]["encodes"] >= 50
+    assert found["summary"]["same_pick"] == len(encodes)
+    assert found["margins"][f"{codec_mod.SCREEN_MARGIN:g}"]["picks_unlike_every_level"] == 0
+    for e in encodes:                 # the levels searched are those the margin lets through
+        whole = e["plain_whole_cost"]
+        best = min(whole.values())
+        assert e["screened_levels"] == sorted(int(lv) for lv, c in whole.items()
+                                              if c <= best * (1 + found["screen_margin"]))
+    assert found["summary"]["levels_searched_per_encode"] < 2
+
+
 @pytest.mark.parametrize("cls", [bench.JPEG, bench.WebP, bench.JPEG2000, bench.AVIF])
 def test_pillow_adapter_round_trips_and_counts_the_real_bytes(cls, photo_img):
     if not features.check(cls.feature):

@@ -401,6 +401,12 @@ def test_train_refuses_bad_options_before_training(cli, tmp_path):
         assert_one_error_line(rc, err, "--rate-weight is for the decode stage (X-decode) only")
     rc, out, err = cli("train", "faces-decode", "--rate-weight", "-1", "--run", tmp_path / "r")
     assert_one_error_line(rc, err, "--rate-weight must be 0 or more, got -1")   # faces passes it on
+    rc, out, err = cli("train", "photo-priors", "--levels", "1", "--run", tmp_path / "r")
+    assert_one_error_line(rc, err, "--levels is for the photo-code-priors recipe only")
+    rc, out, err = cli("train", "photo-code-priors", "--levels", "1,x", "--run", tmp_path / "r")
+    assert_one_error_line(rc, err, "--levels must be comma-separated level numbers, got '1,x'")
+    rc, out, err = cli("train", "photo-code-priors", "--levels", "1,4", "--run", tmp_path / "r")
+    assert_one_error_line(rc, err, "--levels must name distinct levels in 1..3, got 1,4")
     assert not (tmp_path / "r").exists()
 
 

@@ -217,6 +217,16 @@ def test_lambda_picks_the_least_distortion_plus_rate(tiny, photo_img):
         api.compress(photo_img, tiny, bpp=0.5, lam=3)
 
 
+def _assert_cut_of_searched_level(lm, img, search, data, level, groups):
+    """``data`` is the cut ``(level, groups)`` of the file of ``level`` searched whole:
+    that file itself for the whole level, the same coder segments for a refinement."""
+    whole = codec.compress_image(lm, img, level, search=search).data
+    if not groups:
+        assert data == whole
+    cut = [d for d, lv, g in codec.file_cuts(whole, lm) if (lv, g) == (level, groups)][0]
+    assert bitstream.read(data).segments == bitstream.read(cut).segments
+
+
 def test_lambda_with_search_scores_each_levels_own_searched_codes(tiny, photo_img, monkeypatch):
     """With the search, a level's cuts (the level and its refinements) come from codes
     searched for that whole level."""
@@ -226,11 +236,7 @@ def test_lambda_with_search_scores_each_levels_own_searched_codes(tiny, photo_im
     scored = codec.scored_cuts(tiny, photo_img, search=s)
     assert [(lv, g) for _, lv, g, _ in scored] == [(lv, g) for lv in (1, 2, 3) for g in (0, 3, 2, 1)]
     for data, lv, g, _ in scored:
-        whole = codec.compress_image(tiny, photo_img, lv, search=s).data
-        if not g:
-            assert data == whole
-        cut = [d for d, l2, g2 in codec.file_cuts(whole, tiny) if (l2, g2) == (lv, g)][0]
-        assert bitstream.read(data).segments == bitstream.read(cut).segments
+        _assert_cut_of_searched_level(tiny, photo_img, s, data, lv, g)
     monkeypatch.setitem(tiny.info, "descent", "hqa")         # level 1 only: its codes for every cut
     scored = codec.scored_cuts(tiny, photo_img, search=s)
     for data, lv, g, _ in scored[4:]:
@@ -240,33 +246,39 @@ def test_lambda_with_search_scores_each_levels_own_searched_codes(tiny, photo_im
 
 
 def test_lambda_with_search_searches_for_the_same_trade_off(tiny, photo_img, monkeypatch):
-    """``--lambda`` with ``--search``: every level's codes are searched with the rate
-    weight lambda (the settings' own weight is not used) and the cut is picked from
-    those codes' files; where that pick is a refinement, the refinement is searched as
-    it decodes too, and the better of the two files by the same objective is kept."""
+    """``--lambda`` with ``--search``: the levels that can win are searched with the rate
+    weight lambda (the settings' own weight is not used) and the cut is picked from the
+    plain whole levels and those levels' searched files; where that pick is a refinement,
+    the refinement is searched as it decodes too, and the better of the two files by the
+    same objective is kept."""
     from hvqc import losses
     from hvqc import search as search_mod
     from hvqc.search import SearchSettings
     monkeypatch.setitem(tiny.info, "descent", "mean")        # every level searchable
+    monkeypatch.setattr(codec, "SCREEN_MARGIN", float("inf"))   # every level searched
     s = SearchSettings(steps=2, lr=0.1, lam=1.0)
     seen = []
     real = search_mod.search_codes
     monkeypatch.setattr(codec, "search_codes",
                         lambda *a, **k: seen.append((a[3], a[6].lam, k.get("groups", 0))) or real(*a, **k))
     x = to_tensor(photo_img)[0]
+    plain = [(codec.compress_image(tiny, photo_img, lv).data, lv, 0) for lv in (1, 2, 3)]
     for lam in (0.03, 3.0):                                   # the untrained model picks refinements
         seen.clear()
         data, lv, g = codec.compress_image_rd(tiny, photo_img, lam, search=s)
         seen_rd = list(seen)
         seen.clear()
         cuts = codec.scored_cuts(tiny, photo_img, search=replace(s, lam=lam))
-        _, lv0, g0 = codec.pick_rd(cuts, lam, 96 * 64)
+        screened = codec.screened_cuts(tiny, photo_img, lam, search=replace(s, lam=lam))
+        assert [c[:3] for c in screened[:3]] == plain          # the plain whole levels first ...
+        assert screened[3:] == cuts                             # ... then every searched cut
+        _, lv0, g0 = codec.pick_rd(screened, lam, 96 * 64)
         assert g0
         assert seen_rd == [(0, lam, 0), (1, lam, 0), (2, lam, 0), (lv0 - 1, lam, g0)]
         refined = codec.compress_image(tiny, photo_img, lv0, groups=g0, search=replace(s, lam=lam)).data
         y = torch.from_numpy(np.array(api.decompress(refined, model=tiny))).permute(2, 0, 1)[None] / 255
         d = float(losses.image_distortion(y.float(), x))
-        want = codec.pick_rd(cuts + [(refined, lv0, g0, d)], lam, 96 * 64)
+        want = codec.pick_rd(screened + [(refined, lv0, g0, d)], lam, 96 * 64)
         assert (data, lv, g) == want
         seen.clear()
         assert api.compress(photo_img, tiny, lam=lam, search=s) == data
@@ -275,6 +287,38 @@ def test_lambda_with_search_searches_for_the_same_trade_off(tiny, photo_img, mon
     _, lv, g = codec.compress_image_rd(tiny, photo_img, 3.0, search=s)
     assert lv > 1 and seen == [(0, 3.0, 0)]
     assert s.lam == 1.0                                       # the caller's settings untouched
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.3])
+def test_lambda_with_search_searches_only_the_levels_that_can_win(tiny, photo_img, monkeypatch, margin):
+    """The screen: a level is searched only if its plain whole file's distortion + lambda x
+    bpp is within SCREEN_MARGIN (relative) of the best level's; the cuts offered are the
+    plain whole levels and the searched levels' own cuts, each as its own encode writes it."""
+    from hvqc.losses import image_distortion
+    from hvqc.search import SearchSettings
+    monkeypatch.setitem(tiny.info, "descent", "mean")
+    monkeypatch.setattr(codec, "SCREEN_MARGIN", margin)
+    s = SearchSettings(steps=2, lr=0.1)
+    px = 96 * 64
+    ref = to_tensor(photo_img)[0]
+    for lam in (0.03, 0.3, 3.0):
+        s_lam = replace(s, lam=lam)
+        cost = {}
+        for lv in (1, 2, 3):
+            data = codec.compress_image(tiny, photo_img, lv).data
+            y = torch.from_numpy(np.array(api.decompress(data, model=tiny))).permute(2, 0, 1)[None] / 255
+            cost[lv] = float(image_distortion(y.float(), ref)) + lam * 8 * len(data) / px
+        best = min(cost.values())
+        chosen = [lv for lv in (1, 2, 3) if cost[lv] <= best * (1 + margin)]
+        assert chosen and (margin or len(chosen) == 1)
+        screened = codec.screened_cuts(tiny, photo_img, lam, search=s_lam)
+        whole, searched = screened[:3], screened[3:]
+        for (data, lv, g, d) in whole:
+            assert g == 0 and d + lam * 8 * len(data) / px == pytest.approx(cost[lv], rel=1e-5)
+        assert sorted({lv for _, lv, _, _ in searched}) == chosen
+        for data, lv, g, _ in searched:
+            _assert_cut_of_searched_level(tiny, photo_img, s_lam, data, lv, g)
+    assert codec.screened_cuts(tiny, photo_img, 3.0) == codec.scored_cuts(tiny, photo_img)  # no search
 
 
 def test_a_refinement_decodes_through_the_prior_mean(tiny, photo_img, plain):

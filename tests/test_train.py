@@ -367,6 +367,13 @@ def test_code_priors_recipe_trains_levels_2_and_3_on_whole_mirrored_photos(monke
     for bad in (dict(freeze=1), dict(rate_weight=1.0), dict(device="cuda")):
         with pytest.raises(ValueError, match="code-priors stage takes no"):
             R.train_recipe("photo-code-priors", tmp_path / "r", 1, **bad)
+    R.train_recipe("photo-code-priors", tmp_path / "r", 1, batch=4, levels=[3, 1])
+    assert seen["levels"] == [0, 2]                         # 0-based, bottom first
+    for bad in ([], [0], [4], [2, 2]):
+        with pytest.raises(ValueError, match="--levels must name distinct levels in 1..3"):
+            R.train_recipe("photo-code-priors", tmp_path / "r", 1, levels=bad)
+    with pytest.raises(ValueError, match="--levels is for the code-priors stage"):
+        R.train_recipe("photo-priors", tmp_path / "r", 1, levels=[1])
 
 
 def test_export_keeps_the_coding_defaults_of_the_model_it_replaces(tmp_path, monkeypatch):
