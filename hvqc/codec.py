@@ -216,7 +216,9 @@ def screened_cuts(lm: LoadedModel, img: Image.Image, lam: float, joint: bool | N
     and the searched levels' cuts. On 10 BSDS500 test photos at 7 slopes of the ladder
     (0.5 to 45) it searched 1.21 levels an encode instead of 3 and picked the same file
     as searching every level in all 70 encodes (every margin from 2 % to 20 % did; 0 %
-    missed 3); screening on every plain cut, refinements included, needed 12 % for that."""
+    missed 3); screening on every plain cut, refinements included, needed 12 % for that.
+    On 20 CelebA faces (178x218 px, out of the photo model's domain) it picked the same in
+    133 of 140: at files of 40 to 80 bytes level 3's search gains more than the margin."""
     every = searchable_levels(lm)
     if search is None or search.steps == 0 or len(every) == 1:
         return scored_cuts(lm, img, joint, search)
