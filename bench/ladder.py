@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from hvqc.analysis.rd import log_spaced_settings
+from hvqc.bench import list_images
 from hvqc.codec import pick_rd, scored_cuts
 from hvqc.data import data_root
 from hvqc.image import load_image
@@ -45,8 +46,7 @@ def main() -> None:
     args = ap.parse_args()
     tune_allocator()
     folder = args.images or data_root() / "bsds500" / "test"
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    files = files[:: args.every]
+    files = list_images(folder)[:: args.every]
     lm = load(args.model)
     grid = np.geomspace(ENDS[0], ENDS[1], 241)
     bits = np.zeros((len(files), len(grid)))

@@ -10,13 +10,13 @@ never Kodak) and slope, in one process:
   the slope (what ``--lambda --search`` did before the screen), timed;
 - ``screened``: :func:`hvqc.codec.screened_cuts`, the encoder's path now (every level
   written whole from the encoder's codes and scored; only the levels whose plain cost
-  is within ``SCREEN_MARGIN`` of the best searched), timed.
+  is within ``SCREEN_MARGIN`` of the best level's are searched), timed.
 
 Both leave out the refinement search that follows a refinement pick (the same in both).
-The JSON holds, per encode, both picks and times, the plain whole levels' costs and the
-best searched cost of each level, so the pick any other margin would make is worked
-out from it too (``margins``: for each, the levels searched an encode and the encodes
-whose pick differs from searching every level).
+The JSON holds, per encode, both picks and times, and the size and cost of every plain
+whole level and every searched cut; ``margins`` gives, for each of a range of margins
+worked out from the same scores, the levels searched an encode and the encodes whose
+pick differs from searching every level.
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 from hvqc import codec
-from hvqc.codec import pick_rd, scored_cuts, screened_cuts
+from hvqc.bench import list_images
+from hvqc.codec import pick_rd, rd_cost, scored_cuts, screen_levels, screened_cuts
 from hvqc.data import data_root
 from hvqc.image import load_image
 from hvqc.runtime import tune_allocator
@@ -37,20 +38,6 @@ from hvqc.search import SearchSettings
 from hvqc.zoo import load
 
 MARGINS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2)
-
-
-def _cost(cut, lam: float, pixels: int) -> float:
-    return cut[3] + lam * 8 * len(cut[0]) / pixels
-
-
-def _margin_pick(enc: dict, margin: float) -> tuple[list[int], list]:
-    """The levels a screen with ``margin`` searches and the (bytes, level, groups) it picks."""
-    whole = enc["plain_whole_cost"]
-    best = min(whole.values())
-    chosen = [int(lv) for lv, c in whole.items() if c <= best * (1 + margin)]
-    cands = [c for c in enc["every_level_cuts"] if c[1] in chosen] + enc["plain_whole_cuts"]
-    pick = min(cands, key=lambda c: (c[3], c[0]))
-    return chosen, pick[:3]
 
 
 def main() -> None:
@@ -66,10 +53,9 @@ def main() -> None:
     tune_allocator()
     lams = [float(v) for v in args.lambdas.split(",")]
     folder = args.images or data_root() / "bsds500" / "test"
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    files = files[:: args.every][: args.count]
+    files = list_images(folder)[:: args.every][: args.count]
     lm = load(args.model)
-    encodes = []
+    encodes, scored = [], []          # scored: (lambda, pixels, whole levels, every level's cuts)
     for f in files:
         img = load_image(f)
         pixels = img.width * img.height
@@ -82,28 +68,31 @@ def main() -> None:
             screened = screened_cuts(lm, img, lam, search=s)
             t_screened = time.perf_counter() - t
             whole = screened[: len(codec.searchable_levels(lm))]
-            row = lambda c: [len(c[0]), c[1], c[2], _cost(c, lam, pixels)]   # noqa: E731
+            scored.append((lam, pixels, whole, every))
+            row = lambda c: [len(c[0]), c[1], c[2], rd_cost(c, lam, pixels)]   # noqa: E731
+            pick_every, pick_screened = pick_rd(every, lam, pixels), pick_rd(screened, lam, pixels)
             enc = {"image": f.name, "lambda": lam, "pixels": pixels,
                    "every_level_s": t_every, "screened_s": t_screened,
-                   "every_level_pick": list(pick_rd(every, lam, pixels)[1:]),
-                   "screened_pick": list(pick_rd(screened, lam, pixels)[1:]),
+                   "every_level_pick": list(pick_every[1:]),
+                   "screened_pick": list(pick_screened[1:]),
                    "screened_levels": sorted({c[1] for c in screened[len(whole):]}),
-                   "plain_whole_cost": {str(c[1]): _cost(c, lam, pixels) for c in whole},
+                   "plain_whole_cost": {str(c[1]): rd_cost(c, lam, pixels) for c in whole},
                    "plain_whole_cuts": [row(c) for c in whole],
-                   "every_level_cuts": [row(c) for c in every]}
-            enc["same_pick"] = ([len(pick_rd(every, lam, pixels)[0])] + enc["every_level_pick"]
-                                == [len(pick_rd(screened, lam, pixels)[0])] + enc["screened_pick"])
+                   "every_level_cuts": [row(c) for c in every],
+                   "same_pick": pick_every == pick_screened}
             encodes.append(enc)
             print(f"{f.name} lambda {lam:g}: every level {t_every:.2f} s, screened {t_screened:.2f} s "
                   f"(levels {enc['screened_levels']}), same pick: {enc['same_pick']}", flush=True)
-    full = {id(e): min(e["every_level_cuts"], key=lambda c: (c[3], c[0]))[:3] for e in encodes}
-    margins = {}
-    for m in MARGINS:
-        picks = [_margin_pick(e, m) for e in encodes]
-        margins[f"{m:g}"] = {"levels_searched_per_encode": sum(len(c) for c, _ in picks) / len(encodes),
-                             "picks_unlike_every_level": sum(p != full[id(e)] for e, (_, p) in
-                                                             zip(encodes, picks))}
     n = len(encodes)
+    margins = {}
+    for m in MARGINS:                 # what each margin would search and pick, from the same scores
+        searched = unlike = 0
+        for lam, pixels, whole, every in scored:
+            chosen = screen_levels(whole, lam, pixels, m)
+            searched += len(chosen)
+            pick = pick_rd(whole + [c for c in every if c[1] in chosen], lam, pixels)
+            unlike += pick != pick_rd(every, lam, pixels)
+        margins[f"{m:g}"] = {"levels_searched_per_encode": searched / n, "picks_unlike_every_level": unlike}
     out = {"model": args.model, "weights": lm.sha256[:8], "images": [f.name for f in files],
            "folder": str(folder.relative_to(data_root())) if folder.is_relative_to(data_root()) else str(folder),
            "lambdas": lams, "search_steps": args.steps, "screen_margin": codec.SCREEN_MARGIN,

@@ -28,7 +28,8 @@ from .zoo import LoadedModel
 __all__ = ["CompressResult", "compress_codes", "decompress_codes", "compress_image", "compress_image_to",
            "check_search", "searchable_levels", "colour_log_slope", "SEARCH_MAX_PIXELS",
            "decompress_image", "recode", "scored_cuts", "screened_cuts", "SCREEN_MARGIN",
-           "compress_image_rd", "pick_rd", "level_shapes", "default_joint", "ALPHA_TAG"]
+           "screen_levels", "compress_image_rd", "rd_cost", "pick_rd", "level_shapes",
+           "default_joint", "ALPHA_TAG"]
 
 ALPHA_TAG = 1   # extras tag: zlib-deflated 8-bit alpha plane, row-major
 SEARCH_MAX_PIXELS = 4_000_000   # the search's backward pass: about 1.3 GB in all for Kodak's 0.4 MP
@@ -223,14 +224,12 @@ def screened_cuts(lm: LoadedModel, img: Image.Image, lam: float, joint: bool | N
     if search is None or search.steps == 0 or len(every) == 1:
         return scored_cuts(lm, img, joint, search)
     it = _item(lm, img, joint)
-    pixels = img.width * img.height
     whole = []
-    for lv in every:
-        data, d = it.scored(write_cut(lm, it.codes, it.header, it.extras, lv).data, lv, 0)
-        whole.append((data, lv, 0, d))
-    costs = [d + lam * 8 * len(data) / pixels for data, _, _, d in whole]
-    best = min(costs)
-    chosen = [lv for lv, c in zip(every, costs) if c <= best * (1 + SCREEN_MARGIN)]
+    for data, level, groups in cut_files(lm, it.codes, it.header, it.extras):   # one prior pass
+        if not groups:
+            data, d = it.scored(data, level, 0)
+            whole.append((data, level, 0, d))
+    chosen = screen_levels(whole, lam, img.width * img.height)
     return whole + scored_cuts(lm, img, joint, search, chosen, it.encoded)
 
 
@@ -262,11 +261,26 @@ def compress_image_rd(lm: LoadedModel, img: Image.Image, lam: float, joint: bool
     return data, level, groups
 
 
+def rd_cost(cut: tuple[bytes, int, int, float], lam: float, pixels: int) -> float:
+    """``distortion + lam * bpp`` of one of :func:`scored_cuts`."""
+    return cut[3] + lam * 8 * len(cut[0]) / pixels
+
+
 def pick_rd(cuts: list[tuple[bytes, int, int, float]], lam: float, pixels: int) -> tuple[bytes, int, int]:
     """Of :func:`scored_cuts`, the one with the least ``distortion + lam * bpp`` (ties:
     the smaller file)."""
-    data, level, groups, _ = min(cuts, key=lambda c: (c[3] + lam * 8 * len(c[0]) / pixels, len(c[0])))
+    data, level, groups, _ = min(cuts, key=lambda c: (rd_cost(c, lam, pixels), len(c[0])))
     return data, level, groups
+
+
+def screen_levels(whole: list[tuple[bytes, int, int, float]], lam: float, pixels: int,
+                  margin: float | None = None) -> list[int]:
+    """The levels of ``whole`` (scored whole-level cuts) whose ``distortion + lam * bpp`` is
+    within ``margin`` (relative; default :data:`SCREEN_MARGIN`) of the least: those
+    :func:`screened_cuts` searches."""
+    margin = SCREEN_MARGIN if margin is None else margin
+    costs = [rd_cost(c, lam, pixels) for c in whole]
+    return [c[1] for c, cost in zip(whole, costs) if cost <= min(costs) * (1 + margin)]
 
 
 @torch.no_grad()
