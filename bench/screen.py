@@ -10,13 +10,15 @@ never Kodak) and slope, in one process:
   the slope (what ``--lambda --search`` did before the screen), timed;
 - ``screened``: :func:`hvqc.codec.screened_cuts`, the encoder's path now (every level
   written whole from the encoder's codes and scored; only the levels whose plain cost
-  is within ``SCREEN_MARGIN`` of the best level's are searched), timed.
+  is within ``SCREEN_MARGIN`` of the best level's, ``SCREEN_MARGIN_TOP`` for the top
+  level, are searched), timed.
 
 Both leave out the refinement search that follows a refinement pick (the same in both).
 The JSON holds, per encode, both picks and times, and the size and cost of every plain
-whole level and every searched cut; ``margins`` gives, for each of a range of margins
-worked out from the same scores, the levels searched an encode and the encodes whose
-pick differs from searching every level.
+whole level and every searched cut. Worked out from the same scores: ``margins`` gives,
+for each of a range of margins used for every level, the levels searched an encode and
+the encodes whose pick differs from searching every level; ``top_margins`` the same for
+a range of top-level margins, the other levels at ``SCREEN_MARGIN``.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from hvqc.search import SearchSettings
 from hvqc.zoo import load
 
 MARGINS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2)
+TOP_MARGINS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
 def main() -> None:
@@ -84,18 +87,23 @@ def main() -> None:
             print(f"{f.name} lambda {lam:g}: every level {t_every:.2f} s, screened {t_screened:.2f} s "
                   f"(levels {enc['screened_levels']}), same pick: {enc['same_pick']}", flush=True)
     n = len(encodes)
-    margins = {}
-    for m in MARGINS:                 # what each margin would search and pick, from the same scores
+
+    def sweep(margin: float, top_margin: float) -> dict:
+        """What one screen would search and pick, from the same scores."""
         searched = unlike = 0
         for lam, pixels, whole, every in scored:
-            chosen = screen_levels(whole, lam, pixels, m)
+            chosen = screen_levels(whole, lam, pixels, margin, top_margin)
             searched += len(chosen)
             pick = pick_rd(whole + [c for c in every if c[1] in chosen], lam, pixels)
             unlike += pick != pick_rd(every, lam, pixels)
-        margins[f"{m:g}"] = {"levels_searched_per_encode": searched / n, "picks_unlike_every_level": unlike}
+        return {"levels_searched_per_encode": searched / n, "picks_unlike_every_level": unlike}
+
+    margins = {f"{m:g}": sweep(m, m) for m in MARGINS}
+    top_margins = {f"{m:g}": sweep(codec.SCREEN_MARGIN, m) for m in TOP_MARGINS}
     out = {"model": args.model, "weights": lm.sha256[:8], "images": [f.name for f in files],
            "folder": str(folder.relative_to(data_root())) if folder.is_relative_to(data_root()) else str(folder),
            "lambdas": lams, "search_steps": args.steps, "screen_margin": codec.SCREEN_MARGIN,
+           "screen_margin_top": codec.SCREEN_MARGIN_TOP,
            "threads": torch.get_num_threads(),
            "machine": {"platform": platform.platform(), "torch": torch.__version__},
            "summary": {"encodes": n,
@@ -103,10 +111,10 @@ def main() -> None:
                        "screened_s_mean": sum(e["screened_s"] for e in encodes) / n,
                        "levels_searched_per_encode": sum(len(e["screened_levels"]) for e in encodes) / n,
                        "same_pick": sum(e["same_pick"] for e in encodes)},
-           "margins": margins, "encodes": encodes}
+           "margins": margins, "top_margins": top_margins, "encodes": encodes}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out["summary"]), json.dumps(margins))
+    print(json.dumps(out["summary"]), json.dumps(margins), json.dumps(top_margins))
 
 
 if __name__ == "__main__":

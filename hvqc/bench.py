@@ -214,7 +214,8 @@ class HvqcRDCodec(HvqcCodec):
     With ``search`` (a second entry, ``hvqc-rd-search``), the codes of the levels that can
     win are searched with the rate weight ``lambda`` (:func:`hvqc.codec.compress_image_rd`),
     so each lambda is its own encode (a decode of every whole level, a search and a decode
-    of every cut of each level within 5 % of the best, and one more search where the pick
+    of every cut of each level within 5 % of the best, 30 % for the top level
+    (:func:`hvqc.codec.screened_cuts`), and one more search where the pick
     is a refinement), over the same ladder. The ladder is
     ``bench/ladder.py``'s for the shipped model: 13 slopes where the plain entry's mean
     bpp on BSDS500's 200 test photos (training photos, never Kodak) falls evenly in log,
@@ -232,8 +233,10 @@ class HvqcRDCodec(HvqcCodec):
                             f"file at the level or refinement with the least training distortion "
                             f"+ lambda x bpp, per image (`hvqc encode --lambda`)")
         if self.search:
-            self.description += (f"; the codes of each level that can win (plain cost within 5 % "
-                                 f"of the best level's) searched ({self.search.steps} steps, rate "
+            from .codec import SCREEN_MARGIN, SCREEN_MARGIN_TOP
+            self.description += (f"; the codes of each level that can win (plain cost within "
+                                 f"{100 * SCREEN_MARGIN:g} % of the best level's, "
+                                 f"{100 * SCREEN_MARGIN_TOP:g} % for the top level) searched ({self.search.steps} steps, rate "
                                  f"weight lambda) for its own cuts")
         self._scored = (None, None, 0.0)     # (image, its scored cuts, seconds)
 

@@ -256,6 +256,7 @@ def test_lambda_with_search_searches_for_the_same_trade_off(tiny, photo_img, mon
     from hvqc.search import SearchSettings
     monkeypatch.setitem(tiny.info, "descent", "mean")        # every level searchable
     monkeypatch.setattr(codec, "SCREEN_MARGIN", float("inf"))   # every level searched
+    monkeypatch.setattr(codec, "SCREEN_MARGIN_TOP", float("inf"))
     s = SearchSettings(steps=2, lr=0.1, lam=1.0)
     seen = []
     real = search_mod.search_codes
@@ -289,15 +290,18 @@ def test_lambda_with_search_searches_for_the_same_trade_off(tiny, photo_img, mon
     assert s.lam == 1.0                                       # the caller's settings untouched
 
 
-@pytest.mark.parametrize("margin", [0.0, 0.3])
-def test_lambda_with_search_searches_only_the_levels_that_can_win(tiny, photo_img, monkeypatch, margin):
+@pytest.mark.parametrize("margin,top_margin", [(0.0, 0.0), (0.3, 0.3), (0.0, 0.5), (0.5, 0.0)])
+def test_lambda_with_search_searches_only_the_levels_that_can_win(tiny, photo_img, monkeypatch, margin,
+                                                                  top_margin):
     """The screen: a level is searched only if its plain whole file's distortion + lambda x
-    bpp is within SCREEN_MARGIN (relative) of the best level's; the cuts offered are the
-    plain whole levels and the searched levels' own cuts, each as its own encode writes it."""
+    bpp is within SCREEN_MARGIN (relative) of the best level's, SCREEN_MARGIN_TOP for the
+    top level; the cuts offered are the plain whole levels and the searched levels' own
+    cuts, each as its own encode writes it."""
     from hvqc.losses import image_distortion
     from hvqc.search import SearchSettings
     monkeypatch.setitem(tiny.info, "descent", "mean")
     monkeypatch.setattr(codec, "SCREEN_MARGIN", margin)
+    monkeypatch.setattr(codec, "SCREEN_MARGIN_TOP", top_margin)
     s = SearchSettings(steps=2, lr=0.1)
     px = 96 * 64
     ref = to_tensor(photo_img)[0]
@@ -309,8 +313,8 @@ def test_lambda_with_search_searches_only_the_levels_that_can_win(tiny, photo_im
             y = torch.from_numpy(np.array(api.decompress(data, model=tiny))).permute(2, 0, 1)[None] / 255
             cost[lv] = float(image_distortion(y.float(), ref)) + lam * 8 * len(data) / px
         best = min(cost.values())
-        chosen = [lv for lv in (1, 2, 3) if cost[lv] <= best * (1 + margin)]
-        assert chosen and (margin or len(chosen) == 1)
+        chosen = [lv for lv in (1, 2, 3) if cost[lv] <= best * (1 + (top_margin if lv == 3 else margin))]
+        assert chosen and (margin or top_margin or len(chosen) == 1)
         screened = codec.screened_cuts(tiny, photo_img, lam, search=s_lam)
         whole, searched = screened[:3], screened[3:]
         for (data, lv, g, d) in whole:
