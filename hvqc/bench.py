@@ -236,8 +236,8 @@ class HvqcRDCodec(HvqcCodec):
             from .codec import SCREEN_MARGIN, SCREEN_MARGIN_TOP
             self.description += (f"; the codes of each level that can win (plain cost within "
                                  f"{100 * SCREEN_MARGIN:g} % of the best level's, "
-                                 f"{100 * SCREEN_MARGIN_TOP:g} % for the top level) searched ({self.search.steps} steps, rate "
-                                 f"weight lambda) for its own cuts")
+                                 f"{100 * SCREEN_MARGIN_TOP:g} % for the top level) searched "
+                                 f"({self.search.steps} steps, rate weight lambda) for its own cuts")
         self._scored = (None, None, 0.0)     # (image, its scored cuts, seconds)
 
     def label(self, lam) -> str:

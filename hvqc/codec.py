@@ -233,10 +233,9 @@ def screened_cuts(lm: LoadedModel, img: Image.Image, lam: float, joint: bool | N
         return scored_cuts(lm, img, joint, search)
     it = _item(lm, img, joint)
     whole = []
-    for data, level, groups in cut_files(lm, it.codes, it.header, it.extras):   # one prior pass
-        if not groups:
-            data, d = it.scored(data, level, 0)
-            whole.append((data, level, 0, d))
+    for data, level, _ in cut_files(lm, it.codes, it.header, it.extras, refinements=False):  # one pass
+        data, d = it.scored(data, level, 0)
+        whole.append((data, level, 0, d))
     chosen = screen_levels(whole, lam, img.width * img.height)
     return whole + scored_cuts(lm, img, joint, search, chosen, it.encoded)
 
@@ -290,9 +289,9 @@ def screen_levels(whole: list[tuple[bytes, int, int, float]], lam: float, pixels
     margin = SCREEN_MARGIN if margin is None else margin
     top_margin = SCREEN_MARGIN_TOP if top_margin is None else top_margin
     costs = [rd_cost(c, lam, pixels) for c in whole]
-    top = max(c[1] for c in whole)
+    best, top = min(costs), max(c[1] for c in whole)
     return [c[1] for c, cost in zip(whole, costs)
-            if cost <= min(costs) * (1 + (top_margin if c[1] == top else margin))]
+            if cost <= best * (1 + (top_margin if c[1] == top else margin))]
 
 
 @torch.no_grad()

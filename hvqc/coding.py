@@ -154,9 +154,10 @@ def decompress_codes(lm: LoadedModel, segments: list[bytes], shapes: list[tuple[
 
 @torch.no_grad()
 def compress_cuts(lm: LoadedModel, codes: list[torch.Tensor], lowest: int = 0,
-                  joint: bool = False) -> tuple[dict[tuple[int, int], list[bytes]], list[float]]:
+                  joint: bool = False, refinements: bool = True
+                  ) -> tuple[dict[tuple[int, int], list[bytes]], list[float]]:
     """Every cut of one item's codes down to level ``lowest`` (0-based), in one pass
-    through the priors.
+    through the priors (without ``refinements``, the whole levels only).
 
     Returns ``(cuts, bits)``: ``cuts[(level, groups)]`` holds the segments
     :func:`compress_codes` writes for ``(lowest=level, groups)`` (``groups`` 0: the whole
@@ -166,7 +167,8 @@ def compress_cuts(lm: LoadedModel, codes: list[torch.Tensor], lowest: int = 0,
     """
     m = lm.model64
     n = m.num_levels
-    keys = [(l, g) for l in range(n - 1, lowest - 1, -1) for g in (*range(1, num_groups(lm, l)), 0)]
+    keys = [(l, g) for l in range(n - 1, lowest - 1, -1)
+            for g in (*range(1, num_groups(lm, l) if refinements else 1), 0)]
     encs = {k: entropy.Encoder() for k in keys}
     bits = []
     for l in range(n - 1, lowest - 1, -1):
@@ -308,15 +310,17 @@ def write_cut(lm: LoadedModel, codes: list[torch.Tensor], header: bitstream.Head
 
 
 def cut_files(lm: LoadedModel, codes: list[torch.Tensor], header: bitstream.Header,
-              extras: dict[int, bytes], lowest: int = 1) -> list[tuple[bytes, int, int]]:
+              extras: dict[int, bytes], lowest: int = 1,
+              refinements: bool = True) -> list[tuple[bytes, int, int]]:
     """Every file one item's codes can be cut to, down to level ``lowest`` (1-based),
-    finest (largest) first: ``(bytes, level, groups)`` for each level and each
-    refinement of it by its first ``groups`` coding groups (0 = the whole level). One
+    finest (largest) first: ``(bytes, level, groups)`` for each level and (with
+    ``refinements``) each refinement of it by its first ``groups`` coding groups (0 =
+    the whole level). One
     pass through the priors (:func:`compress_cuts`); the same bytes as
     :func:`write_cut` for each. Extras that describe ``header``'s own cut
     (:func:`hvqc.bitstream.cut_extras`) go into that cut's file only."""
     n = lm.model.num_levels
-    cuts, _ = compress_cuts(lm, codes, lowest - 1, header.joint)
+    cuts, _ = compress_cuts(lm, codes, lowest - 1, header.joint, refinements)
     out = []
     for (l, g), segs in cuts.items():
         h = replace(header, levels=tuple(range(n, l, -1)), groups=g)
